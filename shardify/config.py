@@ -1,0 +1,199 @@
+"""The build config: YAML -> validated, frozen pydantic models.
+
+``configs/full.yaml`` lists every key with its default; keep the two in step
+(``tests/test_config.py`` checks that they agree).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shardify.errors import ConfigError
+
+DEFAULT_NUM_FRAMES = 8
+"""What the Aria loader uses when ``num_frames`` is missing, null or <= 0."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShardConfig(_Model):
+    """How samples are grouped into tar shards."""
+
+    max_samples: int = Field(1000, ge=1, description="at most this many samples per shard")
+    target_bytes: Optional[int] = Field(
+        None, ge=1, description="aim shards at about this many bytes (from media sizes)"
+    )
+
+
+class ExecutorConfig(_Model):
+    """Where the per-shard work runs."""
+
+    kind: Literal["ray", "local"] = "ray"
+    address: Optional[str] = Field(
+        None, description="unset: start a private local Ray; 'auto': join the running cluster"
+    )
+    num_cpus: Optional[int] = Field(
+        None, ge=1, description="CPUs of the local Ray that shardify starts (default: all)"
+    )
+    max_in_flight: Optional[int] = Field(
+        None, ge=1, description="shard tasks submitted at once (default: 2 x cluster CPUs)"
+    )
+
+
+class ValidationConfig(_Model):
+    """How hard each sample is checked, and what a bad one does to the build."""
+
+    decode: Literal["full", "header"] = "full"
+    on_error: Literal["skip", "fail"] = "skip"
+    max_image_pixels: int = Field(89_478_485, ge=1)
+
+
+class ImageConfig(_Model):
+    """Images are stored byte for byte unless ``reencode`` names a format."""
+
+    reencode: Literal[False, "jpg", "png", "webp"] = False
+    quality: int = Field(95, ge=1, le=100)
+
+    @field_validator("reencode", mode="before")
+    @classmethod
+    def _normalise_reencode(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in {"jpeg", "jpg"}:
+            return "jpg"
+        if value in (None, "false", "False", "no", "none"):
+            return False
+        return value
+
+
+class VideoConfig(_Model):
+    """Frame extraction: which frames, how they are encoded, and limits."""
+
+    sampling: Literal["aria", "uniform"] = "aria"
+    max_num_frames: int = Field(256, ge=1)
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    max_side: Optional[int] = Field(None, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class Config(_Model):
+    """A whole build config (see configs/full.yaml for every key and its default)."""
+
+    input: str
+    output: str
+    splits: Optional[list[str]] = None
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    shard: ShardConfig = ShardConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+    validation: ValidationConfig = ValidationConfig()
+    image: ImageConfig = ImageConfig()
+    video: VideoConfig = VideoConfig()
+
+    @field_validator("splits")
+    @classmethod
+    def _check_splits(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("give at least one split, e.g. [train]")
+        for name in value:
+            if not name or "/" in name or "." in name or "-" in name:
+                raise ValueError(f"split name {name!r} must be a plain word like 'train'")
+        if len(set(value)) != len(value):
+            raise ValueError("a split is listed twice")
+        return value
+
+    def fingerprint(self) -> str:
+        """sha256 of everything that decides the bytes of the output.
+
+        Leaves out where the output goes, how the work is executed and storage options
+        (which may hold credentials), so the same data built by any executor matches.
+        """
+        relevant = self.model_dump(
+            mode="json", exclude={"output", "executor", "storage_options"}
+        )
+        return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as a dict with storage option values hidden, for logs and reports."""
+        data = self.model_dump(mode="json")
+        data["storage_options"] = {key: "***" for key in self.storage_options}
+        return data
+
+
+def load_config(
+    source: str | Path | dict[str, Any], overrides: Optional[list[str]] = None
+) -> Config:
+    """Read a YAML file (or a dict), apply ``key.path=value`` overrides and validate.
+
+    Raises ConfigError with one line that names the file, the key and the fix.
+    """
+    where = "config" if isinstance(source, dict) else str(source)
+    data = dict(source) if isinstance(source, dict) else _read_yaml(Path(source))
+    for item in overrides or []:
+        _apply_override(data, item)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(where, exc)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{at}: not valid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a YAML mapping with input: and output:")
+    return data
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set shard.max_samples=500")
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe(where: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("literal[")) or "(top)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        fix = "remove it or check its spelling (see configs/full.yaml for every key)"
+        return f"{where}: unknown key {key!r}: {fix}"
+    if kind == "missing":
+        return f"{where}: missing required key {key!r} (a minimal config needs input: and output:)"
+    given = err.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    return f"{where}: bad value for {key!r}{shown}: {err['msg']}"

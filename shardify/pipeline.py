@@ -1,0 +1,233 @@
+"""The build driver: config -> plan -> executor runs build_shard -> rejects -> manifest.
+
+The driver holds only the plan (a few numbers per shard) and each shard's small result;
+media bytes never pass through it. Resuming is free: a shard whose tar and result record
+exist is not redone.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import IO, Any, Iterator, Optional
+
+import orjson
+
+from shardify.build import build_shard
+from shardify.config import Config
+from shardify.errors import ConfigError, OutputMismatchError
+from shardify.executors import make_executor
+from shardify.manifest import (
+    BUILD_STATE_NAME,
+    MANIFEST_NAME,
+    REJECTS_NAME,
+    STATE_DIR,
+    ShardResult,
+    has_manifest,
+    load_result,
+    make_manifest,
+    read_manifest,
+    split_summary,
+    write_manifest,
+    write_rejects,
+)
+from shardify.planning import LineInfo, ShardTask, plan_shards
+from shardify.progress import Progress
+from shardify.schema import SampleRecord, is_blank, parse_line
+from shardify.storage import Location
+
+log = logging.getLogger(__name__)
+_SHARD_FILE = re.compile(r"^[A-Za-z0-9_]+-\d{6}\.tar$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildReport:
+    """What a build or validate run did."""
+
+    manifest: dict[str, Any]
+    elapsed_s: float
+    executor: str
+    resumed_shards: int = 0
+    already_complete: bool = False
+
+
+def build(config: Config, *, overwrite: bool = False, progress: Optional[IO[str]] = None) -> BuildReport:
+    """Build the shards, rejects.jsonl and manifest.json that ``config`` describes."""
+    return _run(config, write=True, overwrite=overwrite, progress=progress)
+
+
+def validate(config: Config, *, progress: Optional[IO[str]] = None) -> BuildReport:
+    """Check every sample and write rejects.jsonl only (no shards, no manifest)."""
+    return _run(config, write=False, overwrite=False, progress=progress)
+
+
+def _run(config: Config, *, write: bool, overwrite: bool, progress: Optional[IO[str]]) -> BuildReport:
+    started = time.monotonic()
+    source = Location(config.input, config.storage_options)
+    output = Location(config.output, config.storage_options)
+    source.check_readable()
+    splits = resolve_splits(config, source)
+    fingerprint = config.fingerprint()
+    if write and prepare_output(output, fingerprint, overwrite=overwrite):
+        manifest = read_manifest(output)
+        return BuildReport(manifest=manifest, elapsed_s=time.monotonic() - started,
+                           executor="nothing to do", already_complete=True)  # fmt: skip
+    plans = {split: list(plan_split(source, split, config)) for split in splits}
+    tasks = [task for split in splits for task in plans[split]]
+    results = {t.name: r for t in tasks if write and (r := _finished(output, t)) is not None}
+    bar = Progress(total_shards=len(tasks), total_lines=sum(t.end_line - t.first_line for t in tasks),
+                   stream=progress)  # fmt: skip
+    for result in results.values():
+        bar.update(result)
+    pending = [t for t in tasks if t.name not in results]
+    run = functools.partial(build_shard, config=config, write=write)
+    described = "nothing to do"
+    if pending:
+        with make_executor(config.executor) as executor:
+            described = executor.describe()
+            for result in executor.map_unordered(run, pending):
+                results[result.shard.name] = result
+                bar.update(result)
+    bar.finish()
+    manifest = _finish(output, splits, plans, results, fingerprint, write=write)
+    return BuildReport(manifest=manifest, elapsed_s=time.monotonic() - started,
+                       executor=described, resumed_shards=len(tasks) - len(pending))  # fmt: skip
+
+
+def _finish(
+    output: Location,
+    splits: list[str],
+    plans: dict[str, list[ShardTask]],
+    results: dict[str, ShardResult],
+    fingerprint: str,
+    *,
+    write: bool,
+) -> dict[str, Any]:
+    ordered = {split: [results[t.name] for t in plans[split]] for split in splits}
+    summaries = {split: split_summary(f"{split}.jsonl", ordered[split]) for split in splits}
+    if not write:
+        for info in summaries.values():
+            info["shards"] = []
+    output.makedirs()
+    write_rejects(output, (r for split in splits for res in ordered[split] for r in res.rejects))
+    manifest = make_manifest(fingerprint, summaries)
+    if write:
+        _remove_unplanned_shards(output, {t.name for ts in plans.values() for t in ts})
+        write_manifest(output, manifest)
+        output.delete(STATE_DIR)
+    return manifest
+
+
+def resolve_splits(config: Config, source: Location) -> list[str]:
+    """The splits to build: as configured, else train (+ test when test.jsonl exists)."""
+    splits = list(config.splits) if config.splits else ["train"]
+    if config.splits is None and source.isfile("test.jsonl"):
+        splits.append("test")
+    for split in splits:
+        if not source.isfile(f"{split}.jsonl"):
+            key = "input" if split == "train" and config.splits is None else "splits"
+            raise ConfigError(
+                f"{key}: {source.display(split + '.jsonl')} not found; a dataset root needs "
+                f"one JSONL file per split (train.jsonl, optional test.jsonl)"
+            )
+    return splits
+
+
+def plan_split(source: Location, split: str, config: Config) -> Iterator[ShardTask]:
+    """Stream the split's JSONL once and cut it into shard tasks."""
+    file = f"{split}.jsonl"
+    target = config.shard.target_bytes
+
+    def lines() -> Iterator[LineInfo]:
+        for index, (offset, raw) in enumerate(source.iter_lines(file)):
+            weight: Optional[int] = None
+            if not is_blank(raw):
+                parsed = parse_line(raw, split=split, file=file, index=index,
+                                    max_num_frames=config.video.max_num_frames)  # fmt: skip
+                if isinstance(parsed, SampleRecord):
+                    weight = len(raw) + (_media_bytes(source, parsed) if target else 0)
+            yield LineInfo(index=index, offset=offset, length=len(raw), weight=weight)
+
+    return plan_shards(lines(), split=split, file=file,
+                       max_samples=config.shard.max_samples, target_bytes=target)  # fmt: skip
+
+
+def _media_bytes(source: Location, record: SampleRecord) -> int:
+    total = 0
+    for path in record.media:
+        try:
+            total += source.size(path)
+        except (FileNotFoundError, OSError):
+            pass  # the shard task reports it as missing_file
+    return total
+
+
+def _finished(output: Location, task: ShardTask) -> Optional[ShardResult]:
+    result = load_result(output, task.name)
+    if result is None or result.shard.name != task.name:
+        return None
+    if not output.exists(task.name) or output.size(task.name) != result.shard.bytes:
+        return None
+    return result
+
+
+def prepare_output(output: Location, fingerprint: str, *, overwrite: bool) -> bool:
+    """Make the output ready to (re)build; True when it already holds this exact build."""
+    if has_manifest(output):
+        previous = read_manifest(output).get("config_sha256")
+        if previous == fingerprint and not overwrite:
+            return True
+        if not overwrite:
+            raise OutputMismatchError(
+                f"{output.display('')} holds a finished build made with a different config; "
+                "rerun with --overwrite to replace it, or choose another output"
+            )
+        clear_output(output)
+    elif output.exists(BUILD_STATE_NAME):
+        state = orjson.loads(output.read_bytes(BUILD_STATE_NAME))
+        if overwrite or state.get("config_sha256") != fingerprint:
+            if not overwrite:
+                raise OutputMismatchError(
+                    f"{output.display('')} holds an unfinished build made with a different "
+                    "config; rerun with --overwrite to start over, or choose another output"
+                )
+            clear_output(output)
+    else:
+        leftovers = [n for n in output.list_names() if _is_ours(n)]
+        if leftovers and not overwrite:
+            raise OutputMismatchError(
+                f"{output.display('')} already holds {leftovers[0]} but no shardify build "
+                "state; rerun with --overwrite to replace it, or choose another output"
+            )
+        if leftovers:
+            clear_output(output)
+    _remove_temp_files(output)
+    output.write_bytes(BUILD_STATE_NAME, orjson.dumps({"config_sha256": fingerprint}))
+    return False
+
+
+def clear_output(output: Location) -> None:
+    """Remove everything a shardify build writes (and nothing else)."""
+    for name in output.list_names():
+        if _is_ours(name):
+            output.delete(name)
+    _remove_temp_files(output)
+
+
+def _is_ours(name: str) -> bool:
+    return name in (MANIFEST_NAME, REJECTS_NAME, STATE_DIR) or bool(_SHARD_FILE.match(name))
+
+
+def _remove_temp_files(output: Location) -> None:
+    for name in output.list_names("."):
+        if ".tmp-" in name:
+            output.delete(name)
+
+
+def _remove_unplanned_shards(output: Location, planned: set[str]) -> None:
+    for name in output.list_names():
+        if _SHARD_FILE.match(name) and name not in planned:
+            output.delete(name)
