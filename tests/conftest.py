@@ -12,11 +12,12 @@ import pytest
 
 from shardify.datagen import DatasetSpec, make_dataset
 
-pytest_plugins = [
-    name
-    for name in ("tests.fixtures.ray", "tests.fixtures.s3")
-    if (Path(__file__).parent / "fixtures" / f"{name.rsplit('.', 1)[1]}.py").exists()
-]
+# Every module in tests/fixtures/ (one per area: ray, s3, ...) is a fixture plugin.
+pytest_plugins = sorted(
+    f"tests.fixtures.{p.stem}"
+    for p in (Path(__file__).parent / "fixtures").glob("*.py")
+    if p.stem != "__init__"
+)
 
 # Tests never talk to anything but loopback; keep Ray and botocore from trying.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
