@@ -84,7 +84,9 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         try:
             return Image.open(io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise MediaError(IMAGE_TOO_LARGE, f"{exc} (validation.max_image_pixels)") from None
+            raise MediaError(
+                IMAGE_TOO_LARGE, f"above validation.max_image_pixels={max_pixels}: {exc}"
+            ) from None
         except UnidentifiedImageError:
             raise MediaError(UNREADABLE_IMAGE, f"not an image Pillow can identify ({_magic(data)})") from None
         except Exception as exc:  # Pillow raises many types on corrupt headers
@@ -93,6 +95,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 
 def _decode_rgb(image: Image.Image) -> Image.Image:
     with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # e.g. "palette with transparency"
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image.load()
