@@ -69,6 +69,7 @@ def _run(config: Config, *, write: bool, overwrite: bool, progress: Optional[IO[
     source = Location(config.input, config.storage_options)
     output = Location(config.output, config.storage_options)
     source.check_readable()
+    output.check_writable()
     splits = resolve_splits(config, source)
     fingerprint = config.fingerprint()
     if write and prepare_output(output, fingerprint, overwrite=overwrite):
