@@ -63,7 +63,7 @@ class ShardResult:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ShardResult":
+    def from_json(cls, data: dict[str, Any]) -> ShardResult:
         return cls(
             split=data["split"], index=data["index"], shard=ShardRecord(**data["shard"]),
             lines=data["lines"], blank=data["blank"],

@@ -6,7 +6,6 @@ logged at most every few seconds so logs stay short.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field

@@ -87,7 +87,7 @@ class SampleRecord:
         return self.index + 1
 
 
-class _Reject(Exception):
+class _RejectError(Exception):
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code = code
@@ -106,7 +106,7 @@ def parse_line(
     try:
         data = _decode(raw, first=index == 0)
         return _check(data, split=split, file=file, index=index, max_num_frames=max_num_frames)
-    except _Reject as rej:
+    except _RejectError as rej:
         return RejectRecord(split=split, line=index + 1, reason=rej.code, detail=rej.detail)
 
 
@@ -117,7 +117,7 @@ def _decode(raw: bytes, *, first: bool) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _Reject(
+        raise _RejectError(
             INVALID_JSON,
             f"not UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}; "
             "save the file as UTF-8",
@@ -125,9 +125,9 @@ def _decode(raw: bytes, *, first: bool) -> dict[str, Any]:
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError:
-        raise _Reject(INVALID_JSON, describe_json_error(text)) from None
+        raise _RejectError(INVALID_JSON, describe_json_error(text)) from None
     if not isinstance(data, dict):
-        raise _Reject(
+        raise _RejectError(
             INVALID_JSON, f"the line is a JSON {_type_name(data)}, expected an object {{...}}"
         )
     return data
@@ -159,10 +159,10 @@ def _check(
     images = _check_images_field(data)
     video = _check_video_field(data)
     if images is not None and video is not None:
-        raise _Reject(IMAGES_AND_VIDEO, "the sample has both 'images' and 'video'; keep one")
+        raise _RejectError(IMAGES_AND_VIDEO, "the sample has both 'images' and 'video'; keep one")
     n_images = len(images or ())
     if n_images != counts["image"]:
-        raise _Reject(
+        raise _RejectError(
             IMAGE_COUNT_MISMATCH,
             f"'images' lists {n_images} path(s) but the messages have {counts['image']} "
             "image item(s); give one path per image item, in order",
@@ -183,20 +183,20 @@ def _check(
 
 def _check_messages(messages: Any) -> dict[str, int]:
     if messages is None:
-        raise _Reject(INVALID_SCHEMA, "missing 'messages' (a list of {role, content})")
+        raise _RejectError(INVALID_SCHEMA, "missing 'messages' (a list of {role, content})")
     if not isinstance(messages, list) or not messages:
-        raise _Reject(INVALID_SCHEMA, f"'messages' must be a non-empty list, got {_show(messages)}")
+        raise _RejectError(INVALID_SCHEMA, f"'messages' must be a non-empty list, got {_show(messages)}")
     counts = {t: 0 for t in CONTENT_TYPES}
     for m, message in enumerate(messages):
         where = f"messages[{m}]"
         if not isinstance(message, dict):
-            raise _Reject(INVALID_SCHEMA, f"{where} must be an object, got {_show(message)}")
+            raise _RejectError(INVALID_SCHEMA, f"{where} must be an object, got {_show(message)}")
         role = message.get("role")
         if role not in ROLES:
-            raise _Reject(INVALID_SCHEMA, f"{where}.role is {_show(role)}; use 'user' or 'assistant'")
+            raise _RejectError(INVALID_SCHEMA, f"{where}.role is {_show(role)}; use 'user' or 'assistant'")
         content = message.get("content")
         if not isinstance(content, list):
-            raise _Reject(
+            raise _RejectError(
                 INVALID_SCHEMA, f"{where}.content must be a list of items, got {_show(content)}"
             )
         for c, item in enumerate(content):
@@ -206,17 +206,17 @@ def _check_messages(messages: Any) -> dict[str, int]:
 
 def _check_item(item: Any, where: str) -> str:
     if not isinstance(item, dict):
-        raise _Reject(INVALID_SCHEMA, f"{where} must be an object, got {_show(item)}")
+        raise _RejectError(INVALID_SCHEMA, f"{where} must be an object, got {_show(item)}")
     kind = item.get("type")
     if kind not in CONTENT_TYPES:
-        raise _Reject(
+        raise _RejectError(
             INVALID_SCHEMA, f"{where}.type is {_show(kind)}; use 'text', 'image' or 'video'"
         )
     text = item.get("text")
     if kind == "text" and not isinstance(text, str):
-        raise _Reject(INVALID_SCHEMA, f"{where} is a text item but its 'text' is {_show(text)}")
+        raise _RejectError(INVALID_SCHEMA, f"{where} is a text item but its 'text' is {_show(text)}")
     if kind != "text" and text is not None:
-        raise _Reject(
+        raise _RejectError(
             INVALID_SCHEMA, f"{where} is an {kind} item with a 'text'; set it to null or remove it"
         )
     return str(kind)
@@ -227,10 +227,10 @@ def _check_images_field(data: dict[str, Any]) -> Optional[list[Any]]:
     if images is None:
         return None
     if not isinstance(images, list):
-        raise _Reject(INVALID_SCHEMA, f"'images' must be a list of paths, got {_show(images)}")
+        raise _RejectError(INVALID_SCHEMA, f"'images' must be a list of paths, got {_show(images)}")
     for i, path in enumerate(images):
         if not isinstance(path, str):
-            raise _Reject(INVALID_SCHEMA, f"images[{i}] must be a path string, got {_show(path)}")
+            raise _RejectError(INVALID_SCHEMA, f"images[{i}] must be a path string, got {_show(path)}")
     return images
 
 
@@ -239,20 +239,20 @@ def _check_video_field(data: dict[str, Any]) -> Optional[dict[str, Any]]:
     if video is None:
         return None
     if not isinstance(video, dict):
-        raise _Reject(INVALID_SCHEMA, f"'video' must be {{path, num_frames}}, got {_show(video)}")
+        raise _RejectError(INVALID_SCHEMA, f"'video' must be {{path, num_frames}}, got {_show(video)}")
     if not isinstance(video.get("path"), str):
-        raise _Reject(INVALID_SCHEMA, f"video.path must be a path string, got {_show(video.get('path'))}")
+        raise _RejectError(INVALID_SCHEMA, f"video.path must be a path string, got {_show(video.get('path'))}")
     return video
 
 
 def _check_video_count(video: Optional[dict[str, Any]], items: int) -> None:
     if video is not None and items != 1:
-        raise _Reject(
+        raise _RejectError(
             VIDEO_COUNT_MISMATCH,
             f"the sample has a 'video' but {items} video items; it needs exactly one",
         )
     if video is None and items:
-        raise _Reject(
+        raise _RejectError(
             VIDEO_COUNT_MISMATCH,
             f"the messages have {items} video item(s) but there is no 'video' {{path, num_frames}}",
         )
@@ -263,13 +263,13 @@ def _check_num_frames(video: dict[str, Any], max_num_frames: int) -> tuple[int, 
     if value is None:
         return DEFAULT_NUM_FRAMES, True
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Reject(
+        raise _RejectError(
             BAD_NUM_FRAMES, f"video.num_frames must be an integer, got {_show(value)}"
         )
     if value <= 0:
         return DEFAULT_NUM_FRAMES, True
     if value > max_num_frames:
-        raise _Reject(
+        raise _RejectError(
             BAD_NUM_FRAMES,
             f"video.num_frames is {value}, above video.max_num_frames={max_num_frames}; "
             "lower it or raise the limit in the config",
@@ -280,14 +280,14 @@ def _check_num_frames(video: dict[str, Any], max_num_frames: int) -> tuple[int, 
 def _check_path(path: str, where: str) -> str:
     """Normalise a root-relative media path, or reject it."""
     if not path or "\x00" in path:
-        raise _Reject(INVALID_SCHEMA, f"{where} is an empty or malformed path {_show(path)}")
+        raise _RejectError(INVALID_SCHEMA, f"{where} is an empty or malformed path {_show(path)}")
     if "://" in path or path.lower().startswith(_URL_SCHEMES):
-        raise _Reject(PATH_OUTSIDE_ROOT, f"{where} {path!r} is a URL; use a path relative to the dataset root")
+        raise _RejectError(PATH_OUTSIDE_ROOT, f"{where} {path!r} is a URL; use a path relative to the dataset root")
     if path.startswith(("/", "\\")) or _is_windows_drive(path):
-        raise _Reject(PATH_OUTSIDE_ROOT, f"{where} {path!r} is absolute; use a path relative to the dataset root")
+        raise _RejectError(PATH_OUTSIDE_ROOT, f"{where} {path!r} is absolute; use a path relative to the dataset root")
     norm = posixpath.normpath(path)
     if norm == ".." or norm.startswith("../") or norm == ".":
-        raise _Reject(PATH_OUTSIDE_ROOT, f"{where} {path!r} leaves the dataset root")
+        raise _RejectError(PATH_OUTSIDE_ROOT, f"{where} {path!r} leaves the dataset root")
     return norm
 
 

@@ -6,7 +6,7 @@ import hashlib
 import io
 import tarfile
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Optional
+from typing import IO, Any, Callable, Optional, cast
 
 import orjson
 from PIL import Image
@@ -70,7 +70,7 @@ def _check_shard(output: Location, shard: dict[str, Any], report: VerifyReport) 
     with handle:
         hashing = _HashingReader(handle)
         try:
-            keys = _check_members(hashing, name, report)
+            keys = _check_members(cast(IO[bytes], hashing), name, report)
         except (tarfile.TarError, OSError, EOFError) as exc:
             report.problems.append(f"{name}: not a readable tar: {exc}")
             return

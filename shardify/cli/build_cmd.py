@@ -10,7 +10,7 @@ from shardify.pipeline import build
 from shardify.progress import format_summary
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("build", help="build shards, rejects.jsonl and manifest.json")
     add_config_args(parser)
     parser.add_argument("--overwrite", action="store_true",

@@ -11,7 +11,7 @@ from shardify.pipeline import validate
 from shardify.progress import format_summary
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("validate", help="check every sample and write rejects.jsonl only")
     add_config_args(parser)
     parser.set_defaults(run=run)

@@ -8,7 +8,7 @@ from shardify.cli.inspect_cmd import add_location_args, location_from
 from shardify.verify import verify_output
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("verify", help="full check of a built output; exit 1 on any mismatch")
     add_location_args(parser)
     parser.set_defaults(run=run)

@@ -27,10 +27,10 @@ class Executor(ABC):
         """One line for the build summary: what ran the work, with how many workers."""
         return self.name
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release what the executor started (a local Ray instance, processes)."""
 
-    def __enter__(self) -> "Executor":
+    def __enter__(self) -> Executor:
         return self
 
     def __exit__(
