@@ -1,0 +1,332 @@
+"""``ShardDataset``: stream a shardify output into training, equal per rank, exactly resumable.
+
+A ``torch.utils.data.IterableDataset`` when torch is installed, a plain iterable otherwise.
+The order of an epoch is fixed by ``(seed, epoch, world_size, num_workers)`` (see
+:mod:`shardify.reader.plan`), so the position inside an epoch is a count of samples per
+DataLoader worker, and ``state_dict()`` is a small JSON-serialisable dict.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from typing import Any, Callable, Iterator, Literal, Optional, Union
+
+from shardify.errors import ManifestError, ReaderError
+from shardify.manifest import read_manifest
+from shardify.reader.decode import SampleDecodeError, decode_sample
+from shardify.reader.plan import (
+    Segment,
+    ShardEntry,
+    buffer_order,
+    loader_counts,
+    make_rng,
+    rank_length,
+    shard_order,
+    stream_segments,
+    worker_lengths,
+    worker_span,
+)
+from shardify.reader.stream import RawSample, ReadStats, SampleFailure, read_shard
+from shardify.storage import Location
+
+try:  # torch is optional: without it ShardDataset is a plain iterable
+    from torch.utils.data import IterableDataset as _Base
+except ImportError:  # pragma: no cover - exercised only where torch is missing
+    _Base = object  # type: ignore[assignment,misc]
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "shardify.reader/1"
+_PLAN_KEYS = ("seed", "shuffle", "shuffle_buffer", "drop_last", "world_size", "samples")
+"""State fields that fix the order of an epoch: a state only fits a reader that agrees."""
+
+
+class ShardDataset(_Base):  # type: ignore[misc,valid-type]
+    """The samples of one split of a shardify output, streamed from its shards.
+
+    Each sample is a dict: ``key``, ``messages`` (a ``video`` item expanded into one
+    ``image`` item per frame), ``images`` (RGB PIL images in order, or their stored bytes
+    with ``decode_images=False``) and the sample json's other fields (``source``,
+    ``image_paths``, ``video`` metadata). ``transform`` is applied to each sample in the
+    process that reads it (a DataLoader worker).
+
+    Every rank yields exactly ``len(ds)`` samples per epoch: ``ceil(N / world_size)`` with
+    ``drop_last=False`` (a few samples repeat), ``floor(N / world_size)`` with
+    ``drop_last=True`` (a few are left out). ``on_error="skip"`` replaces a corrupt sample
+    with another one of the same worker (so the count stays exact) and logs a warning;
+    ``"raise"`` raises ReaderError.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        split: str = "train",
+        shuffle: bool = True,
+        seed: int = 0,
+        storage_options: Optional[dict[str, Any]] = None,
+        *,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+        drop_last: bool = False,
+        shuffle_buffer: int = 1000,
+        decode_images: bool = True,
+        transform: Optional[Callable[[dict[str, Any]], Any]] = None,
+        on_error: Literal["skip", "raise"] = "skip",
+        retries: int = 2,
+    ) -> None:
+        _check_arguments(rank, world_size, on_error, shuffle_buffer, retries)
+        self.location = Location(url, storage_options)
+        self.split = split
+        self.shards = _read_shards(self.location, split)
+        self.samples = sum(s.samples for s in self.shards)
+        self.shuffle, self.seed, self.shuffle_buffer = shuffle, seed, shuffle_buffer
+        self.drop_last, self.decode_images, self.transform = drop_last, decode_images, transform
+        self.on_error, self.retries = on_error, retries
+        self.epoch = 0
+        self.stats = ReadStats()
+        self._rank, self._world_size = rank, world_size
+        self._base: Optional[dict[str, Any]] = None  # a loaded state not yet used
+        self._position: Optional[dict[str, int]] = None  # worker, num_workers, count
+
+    def __repr__(self) -> str:
+        rank, world = self.world()
+        return (f"ShardDataset({self.location.url!r}, split={self.split!r}, shards={len(self.shards)}, "
+                f"samples={self.samples}, rank={rank}/{world}, epoch={self.epoch})")  # fmt: skip
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch (the same on every rank)."""
+        return rank_length(self.samples, self.world()[1], drop_last=self.drop_last)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers started by spawn have no process group: pin the rank now.
+        state = dict(self.__dict__)
+        state["_rank"], state["_world_size"] = self.world()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def world(self) -> tuple[int, int]:
+        """``(rank, world_size)``: explicit arguments, else torch.distributed, else (0, 1)."""
+        if self._rank is not None and self._world_size is not None:
+            return self._rank, self._world_size
+        try:
+            import torch.distributed as dist
+        except ImportError:
+            return 0, 1
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` from the next iteration on (call it every epoch).
+
+        A loaded state that belongs to another epoch is dropped.
+        """
+        if self._base is not None and self._base["epoch"] != epoch:
+            self._base = None
+        self.epoch = epoch
+
+    # -- iteration ---------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.iter_part(*_worker_info())
+
+    def iter_part(self, worker: int, parts: int) -> Iterator[Any]:
+        """Iterate as DataLoader worker ``worker`` of ``parts`` would (for other frameworks)."""
+        if not 0 <= worker < max(1, parts):
+            raise ReaderError(f"part {worker} is not in 0..{max(1, parts) - 1}")
+        parts = max(1, parts)
+        rank, world = self.world()
+        start = self._take_base(worker, parts)
+        order = shard_order(self.shards, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
+        first, length = worker_span(self.samples, rank, world, worker, parts, drop_last=self.drop_last)
+        segments = stream_segments(order, first, length)
+        rng = make_rng("samples", self.seed, self.epoch, rank, worker) if self.shuffle else None
+        emit = buffer_order(length, self.shuffle_buffer, rng)
+        self._position = {"worker": worker, "num_workers": parts, "count": start}
+        return self._generate(segments, emit, start)
+
+    def _generate(self, segments: list[Segment], emit: list[int], start: int) -> Iterator[Any]:
+        """Read the segments in stream order; yield samples in ``emit`` order from ``start``."""
+        position = self._position
+        if position is None:
+            raise ReaderError("internal: iteration started without a position")
+        raws = self._read_stream(segments, emit, start)
+        held: dict[int, Union[RawSample, SampleFailure]] = {}
+        last_good: Any = None
+        owed = 0  # failed slots waiting for the first good sample to stand in
+        for slot in range(start, len(emit)):
+            wanted = emit[slot]
+            while wanted not in held:
+                index, item = next(raws, (None, None))
+                if index is None or item is None:
+                    raise ReaderError(f"internal: stream ended before sample {wanted}")
+                held[index] = item
+            sample = self._finish(held.pop(wanted))
+            if sample is None and last_good is None:
+                owed += 1
+                continue
+            if sample is not None:
+                last_good = sample
+            for _ in range(owed + 1):
+                position["count"] += 1
+                yield last_good
+            owed = 0
+        if owed:
+            raise ReaderError(f"{self.location.url}: no readable sample in this worker's part of "
+                              f"epoch {self.epoch}; {owed} samples were corrupt")  # fmt: skip
+
+    def _read_stream(
+        self, segments: list[Segment], emit: list[int], start: int
+    ) -> Iterator[tuple[int, Union[RawSample, SampleFailure]]]:
+        """``(stream index, sample)`` for every sample still to be emitted, in stream order."""
+        needed = sorted(emit[start:]) if start else None
+        wanted_set = set(needed) if needed is not None else None
+        for seg in segments:
+            span = seg.stop - seg.first
+            if needed is not None and not _any_in(needed, seg.offset, seg.offset + span):
+                continue
+            shift = seg.offset - seg.first
+            wanted = _always if wanted_set is None else _Shifted(wanted_set, shift)
+            items = read_shard(self.location, seg.shard.name, seg.first, seg.stop, wanted=wanted,
+                               retries=self.retries, stats=self.stats)  # fmt: skip
+            for item in items:
+                yield item.index + shift, item
+
+    def _finish(self, item: Union[RawSample, SampleFailure]) -> Any:
+        """The decoded, transformed sample; None for a corrupt one when skipping."""
+        try:
+            if isinstance(item, SampleFailure):
+                raise SampleDecodeError(item.reason)
+            sample = decode_sample(item, decode_images=self.decode_images)
+        except SampleDecodeError as exc:
+            if self.on_error == "raise":
+                raise ReaderError(f"{self.location.url}: {exc}") from None
+            self.stats.skipped_samples += 1
+            log.warning("%s: skipping a corrupt sample (%s); another sample takes its place "
+                        "(%d skipped in this process)", self.location.url, exc,
+                        self.stats.skipped_samples)  # fmt: skip
+            return None
+        return self.transform(sample) if self.transform is not None else sample
+
+    # -- state -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this reader is in its epoch (JSON-serialisable).
+
+        In the process that iterates (the main process with ``num_workers=0``, or a worker
+        under torchdata's ``StatefulDataLoader``) it is exact. For a plain DataLoader with
+        workers use :meth:`state_after`.
+        """
+        if self._position is not None:
+            p = self._position
+            return self._state(p["num_workers"], {str(p["worker"]): p["count"]})
+        if self._base is not None:
+            return self._state(self._base["num_workers"], dict(self._base["consumed"]))
+        return self._state(None, {})
+
+    def state_after(self, steps: int, loader: Any) -> dict[str, Any]:
+        """The state after a training loop took ``steps`` batches from ``loader`` this epoch.
+
+        For a plain ``torch.utils.data.DataLoader`` (any ``num_workers``): it hands out
+        batches round-robin from its workers, so the count per worker follows from ``steps``.
+        """
+        if not getattr(loader, "in_order", True):
+            raise ReaderError("state_after needs a DataLoader with in_order=True")
+        parts = max(1, int(loader.num_workers))
+        lengths = worker_lengths(self.samples, self.world()[1], parts, drop_last=self.drop_last)
+        start = [0] * parts
+        if self._base is not None and self._base["num_workers"] in (None, parts):
+            start = [int(self._base["consumed"].get(str(k), 0)) for k in range(parts)]
+        counts = loader_counts(lengths, start, steps, batch_size=loader.batch_size,
+                               drop_last=bool(loader.drop_last))  # fmt: skip
+        return self._state(parts, {str(k): c for k, c in enumerate(counts)})
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the saved epoch with exactly the samples not yet yielded."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ReaderError(f"not a {STATE_FORMAT} reader state: {str(state)[:200]}")
+        mine = self._state(None, {})
+        for key in _PLAN_KEYS:
+            if state.get(key) != mine[key]:
+                raise ReaderError(f"the saved reader state has {key}={state.get(key)!r} but this "
+                                  f"reader has {key}={mine[key]!r}; resume with the same settings")  # fmt: skip
+        self.epoch = int(state["epoch"])
+        self._base = {"epoch": self.epoch, "num_workers": state.get("num_workers"),
+                      "consumed": dict(state.get("consumed") or {})}  # fmt: skip
+        self._position = None
+
+    def _state(self, num_workers: Optional[int], consumed: dict[str, int]) -> dict[str, Any]:
+        rank, world = self.world()
+        return {
+            "format": STATE_FORMAT, "epoch": self.epoch, "seed": self.seed,
+            "shuffle": self.shuffle, "shuffle_buffer": self.shuffle_buffer,
+            "drop_last": self.drop_last, "world_size": world, "rank": rank,
+            "samples": self.samples, "num_workers": num_workers, "consumed": consumed,
+            "stats": self.stats.to_json(),
+        }  # fmt: skip
+
+    def _take_base(self, worker: int, parts: int) -> int:
+        """Where this worker starts: from a loaded state (used once), else 0."""
+        base, self._base = self._base, None
+        if base is None or not base["consumed"]:
+            return 0
+        if base["num_workers"] not in (None, parts):
+            raise ReaderError(f"the reader state was saved with {base['num_workers']} DataLoader "
+                              f"worker(s) but is resumed with {parts}; use the same num_workers")  # fmt: skip
+        if str(worker) not in base["consumed"]:
+            raise ReaderError(f"the reader state has no count for DataLoader worker {worker}")
+        return int(base["consumed"][str(worker)])
+
+
+def _always(index: int) -> bool:
+    return True
+
+
+class _Shifted:
+    """``wanted`` for one segment: is shard sample ``index`` among the stream's needed ones?"""
+
+    def __init__(self, needed: set[int], shift: int) -> None:
+        self.needed, self.shift = needed, shift
+
+    def __call__(self, index: int) -> bool:
+        return index + self.shift in self.needed
+
+
+def _any_in(sorted_values: list[int], low: int, high: int) -> bool:
+    """Whether a value of ``sorted_values`` lies in ``[low, high)``."""
+    at = bisect.bisect_left(sorted_values, low)
+    return at < len(sorted_values) and sorted_values[at] < high
+
+
+def _worker_info() -> tuple[int, int]:
+    """``(worker id, number of parts)`` inside a torch DataLoader worker, else ``(0, 1)``."""
+    try:
+        from torch.utils.data import get_worker_info
+    except ImportError:
+        return 0, 1
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def _read_shards(location: Location, split: str) -> tuple[ShardEntry, ...]:
+    manifest = read_manifest(location)
+    info = manifest["splits"].get(split)
+    if info is None:
+        raise ManifestError(f"{location.display('manifest.json')}: no split {split!r}; it has "
+                            f"{sorted(manifest['splits'])}")  # fmt: skip
+    return tuple(ShardEntry(name=s["name"], samples=int(s["samples"])) for s in info["shards"])
+
+
+def _check_arguments(rank: Optional[int], world_size: Optional[int], on_error: str,
+                     shuffle_buffer: int, retries: int) -> None:  # fmt: skip
+    if (rank is None) != (world_size is None):
+        raise ReaderError("give both rank= and world_size=, or neither (then torch.distributed decides)")
+    if world_size is not None and rank is not None and not 0 <= rank < world_size:
+        raise ReaderError(f"rank={rank} is not in 0..{world_size - 1} (world_size={world_size})")
+    if on_error not in ("skip", "raise"):
+        raise ReaderError(f"on_error={on_error!r}: use 'skip' or 'raise'")
+    if shuffle_buffer < 0 or retries < 0:
+        raise ReaderError("shuffle_buffer and retries must not be negative")
