@@ -25,6 +25,16 @@ from shardify.errors import (  # noqa: E402
 )
 from shardify.pipeline import BuildReport, build, validate  # noqa: E402
 
+
+def __getattr__(name: str) -> object:
+    """``ShardDataset`` is imported on first use: it imports torch when torch is installed."""
+    if name == "ShardDataset":
+        from shardify.reader import ShardDataset
+
+        return ShardDataset
+    raise AttributeError(f"module 'shardify' has no attribute {name!r}")
+
+
 __all__ = [
     "AccessError",
     "BuildError",
@@ -35,6 +45,7 @@ __all__ = [
     "OutputMismatchError",
     "ReaderError",
     "SampleError",
+    "ShardDataset",
     "ShardifyError",
     "StorageError",
     "UsageError",
