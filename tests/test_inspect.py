@@ -272,3 +272,23 @@ def test_report_renders_in_headless_chromium(built: tuple[Path, Path], tmp_path:
     colours = shot.resize((320, shot.height // 4)).getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 500  # not blank: text, charts and thumbnails
     assert max(count for count, _ in colours) < 0.8 * (320 * (shot.height // 4))
+
+
+@pytest.mark.s3
+def test_inspect_an_s3_output_with_its_s3_input(built: tuple[Path, Path], tmp_path: Path, s3_server: Any, s3_bucket: str) -> None:
+    from tests.fixtures.s3 import upload_tree
+
+    source, out = built
+    upload_tree(s3_server, out, s3_bucket, "out")
+    upload_tree(s3_server, source, s3_bucket, "ds")
+    page = tmp_path / "report.html"
+    options = json.dumps(s3_server.options)
+    remote = run_cli("inspect", f"s3://{s3_bucket}/out", "--storage-options", options, "--html", str(page),
+                     "--input", f"s3://{s3_bucket}/ds", "--max-shards", "2", "--samples", "5")  # fmt: skip
+    assert remote.returncode == 0, remote.stderr
+    local = run_cli("inspect", str(out), "--max-shards", "2")
+    assert remote.stdout.splitlines()[1:] == local.stdout.splitlines()[1:]  # same figures, same draw
+    report = parse_report(page)
+    assert len(report.cards) == 5
+    raw_lines = (source / "train.jsonl").read_text().splitlines()
+    assert report.reject_rows and all(r["cells"][3] == raw_lines[int(r["cells"][1]) - 1] for r in report.reject_rows)

@@ -29,12 +29,9 @@ def nice_step(span: float, ticks: int = 4) -> float:
     """A round tick step (1, 2 or 5 times a power of ten) giving about ``ticks`` ticks."""
     if span <= 0:
         return 1.0
-    raw = span / ticks
-    power = 10 ** math.floor(math.log10(raw))
-    for factor in (1, 2, 5, 10):
-        if raw <= factor * power:
-            return float(factor * power)
-    return float(10 * power)
+    power = 10 ** math.floor(math.log10(span / ticks))
+    steps = [float(factor * power) for factor in (1, 2, 5, 10)]
+    return min(steps, key=lambda step: abs(span / step - ticks))
 
 
 def _svg(body: list[str], height: int, label: str) -> str:

@@ -79,7 +79,10 @@ def _video_info(video: dict[str, Any]) -> str:
         parts.append(f"{video['width']}×{video['height']}")
     if video.get("fps"):
         parts.append(f"{float(video['fps']):g} fps")
-    parts.append(f"{len(video.get('frames') or [])} of {video.get('total_frames', '?')} frames")
+    indices = video.get("frame_indices") or []
+    parts.append(f"{len(indices)} of {video.get('total_frames', '?')} frames")
+    if len(set(indices)) < len(indices):
+        parts.append(f"only {len(set(indices))} distinct")
     parts.append(f"sampling {video.get('sampling', '?')}")
     return f'<div class="mediainfo">{escape(" · ".join(parts))}</div>'
 

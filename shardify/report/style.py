@@ -54,7 +54,7 @@ svg.chart .t.name { font-size: 12px; fill: var(--ink); font-family: var(--mono);
 svg.chart .t.value { font-size: 12px; fill: var(--ink); font-weight: 600; }
 svg.chart .t.muted { font-size: 11.5px; }
 svg.chart rect:hover, svg.chart circle:hover { opacity: 0.75; }
-.sheet { display: grid; grid-template-columns: repeat(auto-fill, minmax(410px, 1fr)); gap: 16px; }
+.sheet { display: grid; grid-template-columns: repeat(auto-fill, minmax(410px, 1fr)); gap: 16px; align-items: start; }
 .sample { padding: 0; overflow: hidden; display: flex; flex-direction: column; }
 .sample > header { display: flex; align-items: center; gap: 8px; flex-wrap: wrap;
   padding: 10px 14px; border-bottom: 1px solid var(--line); background: #fafbfd; }
@@ -63,13 +63,13 @@ svg.chart rect:hover, svg.chart circle:hover { opacity: 0.75; }
 .badge { font-size: 11.5px; padding: 1px 8px; border-radius: 999px; color: #fff; font-weight: 600; }
 .badge.light { background: #eef0f5; color: var(--ink); font-weight: 500; }
 .media { display: flex; gap: 8px; flex-wrap: wrap; padding: 12px 14px 4px; }
-.media figure { margin: 0; }
+.media figure { margin: 0; width: min-content; }
 .media img { display: block; border-radius: 6px; background: #eef0f5; height: 120px; width: auto; max-width: 100%;
   object-fit: contain;
   box-shadow: 0 0 0 1px rgba(0, 0, 0, 0.06); }
 .media.frames { gap: 4px; }
 .media.frames img { border-radius: 4px; height: 66px; }
-.media figcaption { font-size: 11px; color: var(--muted); margin-top: 3px; font-family: var(--mono); }
+.media figcaption { font-size: 10.5px; line-height: 1.3; color: var(--muted); margin-top: 3px; font-family: var(--mono); }
 .media .more { align-self: center; color: var(--muted); font-size: 12px; padding: 0 6px; }
 .broken { width: 96px; height: 72px; display: flex; align-items: center; justify-content: center;
   border: 1px dashed var(--bad); color: var(--bad); border-radius: 6px; font-size: 11px; text-align: center; }
@@ -89,7 +89,7 @@ svg.chart rect:hover, svg.chart circle:hover { opacity: 0.75; }
 .count { background: var(--bad); color: #fff; border-radius: 999px; padding: 0 9px; font-size: 12px; }
 .reason .more { color: var(--muted); font-weight: 400; font-size: 12.5px; }
 td.line { font-family: var(--mono); white-space: nowrap; }
-td.detail { max-width: 420px; }
+td.detail { overflow-wrap: anywhere; }
 pre.raw { margin: 0; font-family: var(--mono); font-size: 12px; white-space: pre-wrap; word-break: break-all;
   background: #f7f8fb; border: 1px solid var(--line); border-radius: 6px; padding: 6px 8px; max-height: 9em; overflow: auto; }
 .muted { color: var(--muted); }
