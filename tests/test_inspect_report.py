@@ -5,11 +5,18 @@ from __future__ import annotations
 import re
 from xml.etree import ElementTree
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from shardify.report import ReportOptions, render_html
-from shardify.report.charts import byte_unit, column_chart, hbar_chart, histogram, nice_step, scatter
+from shardify.report.charts import (
+    byte_unit,
+    column_chart,
+    hbar_chart,
+    histogram,
+    nice_step,
+    scatter,
+)
 from shardify.report.collect import Report
 from shardify.report.html import MAX_COLUMNS
 from shardify.report.sampling import _spread, choose_picks, choose_shards
