@@ -173,16 +173,12 @@ def make_sample(record: SampleRecord, source: Location, config: Config) -> Sampl
 def _video_members(
     record: SampleRecord, source: Location, config: Config
 ) -> tuple[dict[str, Any], list[tuple[str, bytes]], Optional[str]]:
-    from shardify.media.video import extract_video
+    from shardify.media.video_worker import extract_video_file
 
     if record.video_path is None or record.num_frames is None:
         raise BuildError(f"line {record.line}: video record without path or num_frames")
     resolve_media(source, record.video_path, "video.path")
-    with source.open(record.video_path, "rb") as handle:
-        video = extract_video(
-            handle, num_frames=record.num_frames, sampling=config.video.sampling,
-            jpeg_quality=config.video.jpeg_quality, max_side=config.video.max_side,
-        )  # fmt: skip
+    video = extract_video_file(source, record.video_path, num_frames=record.num_frames, config=config.video)
     doc: dict[str, Any] = {
         "path": record.data["video"]["path"],
         "num_frames": record.num_frames,
