@@ -139,7 +139,7 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
             raise ReaderError(f"part {worker} is not in 0..{max(1, parts) - 1}")
         parts = max(1, parts)
         rank, world = self.world()
-        start = self._take_base(worker, parts)
+        worker, start = self._take_base(worker, parts)
         order = shard_order(self.shards, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
         first, length = worker_span(self.samples, rank, world, worker, parts, drop_last=self.drop_last)
         segments = stream_segments(order, first, length)
@@ -240,9 +240,10 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         start = [0] * parts
         if self._base is not None and self._base["num_workers"] in (None, parts):
             start = [int(self._base["consumed"].get(str(k), 0)) for k in range(parts)]
-        counts = loader_counts(lengths, start, steps, batch_size=loader.batch_size,
-                               drop_last=bool(loader.drop_last))  # fmt: skip
-        return self._state(parts, {str(k): c for k, c in enumerate(counts)})
+        rotation = int(self._base.get("rotation", 0)) if self._base is not None else 0
+        counts, turn = loader_counts(lengths, start, steps, batch_size=loader.batch_size,
+                                     drop_last=bool(loader.drop_last), first=rotation)  # fmt: skip
+        return self._state(parts, {str(k): c for k, c in enumerate(counts)}, rotation=turn)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the saved epoch with exactly the samples not yet yielded."""
@@ -255,30 +256,38 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
                                   f"reader has {key}={mine[key]!r}; resume with the same settings")  # fmt: skip
         self.epoch = int(state["epoch"])
         self._base = {"epoch": self.epoch, "num_workers": state.get("num_workers"),
-                      "consumed": dict(state.get("consumed") or {})}  # fmt: skip
+                      "consumed": dict(state.get("consumed") or {}),
+                      "rotation": int(state.get("rotation") or 0)}  # fmt: skip
         self._position = None
 
-    def _state(self, num_workers: Optional[int], consumed: dict[str, int]) -> dict[str, Any]:
+    def _state(self, num_workers: Optional[int], consumed: dict[str, int], *,
+               rotation: int = 0) -> dict[str, Any]:  # fmt: skip
         rank, world = self.world()
         return {
             "format": STATE_FORMAT, "epoch": self.epoch, "seed": self.seed,
             "shuffle": self.shuffle, "shuffle_buffer": self.shuffle_buffer,
             "drop_last": self.drop_last, "world_size": world, "rank": rank,
             "samples": self.samples, "num_workers": num_workers, "consumed": consumed,
-            "stats": self.stats.to_json(),
+            "rotation": rotation, "stats": self.stats.to_json(),
         }  # fmt: skip
 
-    def _take_base(self, worker: int, parts: int) -> int:
-        """Where this worker starts: from a loaded state (used once), else 0."""
+    def _take_base(self, worker: int, parts: int) -> tuple[int, int]:
+        """Which part of the rank's span this worker reads and where it starts.
+
+        Without a loaded state: part ``worker`` from 0. With one (used once): its count, and
+        parts rotated so that a plain DataLoader, which always starts with worker 0,
+        continues its round-robin where the saved run stopped.
+        """
         base, self._base = self._base, None
         if base is None or not base["consumed"]:
-            return 0
+            return worker, 0
+        worker = (worker + int(base.get("rotation", 0))) % parts
         if base["num_workers"] not in (None, parts):
             raise ReaderError(f"the reader state was saved with {base['num_workers']} DataLoader "
                               f"worker(s) but is resumed with {parts}; use the same num_workers")  # fmt: skip
         if str(worker) not in base["consumed"]:
             raise ReaderError(f"the reader state has no count for DataLoader worker {worker}")
-        return int(base["consumed"][str(worker)])
+        return worker, int(base["consumed"][str(worker)])
 
 
 def _always(index: int) -> bool:

@@ -140,28 +140,28 @@ def buffer_order(length: int, buffer_size: int, rng: Optional[random.Random]) ->
 
 
 def loader_counts(lengths: Sequence[int], start: Sequence[int], steps: int, *,
-                  batch_size: Optional[int], drop_last: bool) -> list[int]:  # fmt: skip
-    """Samples consumed per worker after a DataLoader delivered ``steps`` batches.
+                  batch_size: Optional[int], drop_last: bool, first: int = 0) -> tuple[list[int], int]:  # fmt: skip
+    """Samples consumed per worker after a DataLoader delivered ``steps`` batches, and the
+    worker whose batch comes next.
 
-    A torch DataLoader (``in_order=True``) takes batches from its workers round-robin and
-    drops a worker from the rotation once it is exhausted; each worker batches only its own
-    samples. ``start`` is where each worker began (a resumed epoch).
+    A torch DataLoader (``in_order=True``) takes batches from its workers round-robin,
+    starting at ``first``, and skips a worker once it is exhausted; each worker batches only
+    its own samples. ``start`` is where each worker began (a resumed epoch).
     """
     size = batch_size or 1
+    parts = len(lengths)
     remaining = [max(0, n - s) for n, s in zip(lengths, start)]
     counts = list(start)
-    while steps > 0:
-        progressed = False
-        for worker, left in enumerate(remaining):
-            if steps == 0:
-                break
-            take = min(size, left)
-            if take == 0 or (drop_last and batch_size is not None and take < size):
-                continue
-            counts[worker] += take
-            remaining[worker] -= take
+    turn = first % parts if parts else 0
+    idle = 0  # consecutive turns without a batch: all exhausted once it reaches parts
+    while steps > 0 and idle < parts:
+        take = min(size, remaining[turn])
+        if take == 0 or (drop_last and batch_size is not None and take < size):
+            idle += 1
+        else:
+            counts[turn] += take
+            remaining[turn] -= take
             steps -= 1
-            progressed = True
-        if not progressed:
-            break
-    return counts
+            idle = 0
+        turn = (turn + 1) % parts
+    return counts, turn
