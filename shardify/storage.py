@@ -84,6 +84,8 @@ class Location:
     def display(self, name: str) -> str:
         """How ``name`` is shown to users (never with credentials, even ones in the URL)."""
         url = _USERINFO.sub("", self.url)
+        if not name:
+            return url
         return posixpath.join(url, name) if "://" in url else os.path.join(url, name)
 
     # -- existence and listing (never answered from a stale listing cache) --
