@@ -201,7 +201,7 @@ def _pick(
         picked.frames = again.frames
     warning = None
     if picked.error:
-        warning = f"decoding stopped after {picked.total} of {table.count} frames: {picked.error}"
+        warning = f"decoding stopped after {picked.total} frames ({table.count} packets): {picked.error}"
     return picked, indices, warning
 
 
