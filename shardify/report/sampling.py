@@ -42,6 +42,8 @@ class Thumb:
     label: str
     width: int
     height: int
+    thumb_width: int = 0
+    thumb_height: int = 0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -185,7 +187,7 @@ def _add_thumbs(view: SampleView, members: dict[str, bytes]) -> None:
         indices = video.get("frame_indices") or []
         stamps = video.get("timestamps") or []
         for j in shown:
-            label = f"frame {_at(indices, j)} · {_seconds(_at(stamps, j))}"
+            label = f"#{_at(indices, j)} · {_seconds(_at(stamps, j))}"
             view.thumbs.append(_thumb(members.get(frames[j], b""), label, FRAME_THUMB_PX))
         view.hidden_media = len(frames) - len(shown)
         return
@@ -207,7 +209,7 @@ def _at(values: Sequence[Any], index: int) -> Any:
 
 
 def _seconds(value: Any) -> str:
-    return f"{value:.2f}s" if isinstance(value, (int, float)) else "?"
+    return f"{value:.1f}s" if isinstance(value, (int, float)) else "?"
 
 
 def _thumb(data: bytes, label: str, box: int) -> Thumb:
@@ -224,4 +226,5 @@ def _thumb(data: bytes, label: str, box: int) -> Thumb:
         log.warning("cannot make a thumbnail of %s: %s", label, exc)
         return Thumb(uri="", label=f"{label} (cannot decode)", width=0, height=0)
     uri = "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
-    return Thumb(uri=uri, label=label, width=width, height=height)
+    return Thumb(uri=uri, label=label, width=width, height=height,
+                 thumb_width=small.width, thumb_height=small.height)  # fmt: skip

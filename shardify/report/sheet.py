@@ -11,6 +11,10 @@ from shardify.report.rejects import RejectExample
 from shardify.report.sampling import SampleView, Thumb
 from shardify.report.style import MODALITY_COLOURS
 
+IMAGE_HEIGHT = 120
+FRAME_HEIGHT = 66
+MAX_DISPLAY_WIDTH = 360
+"""Display sizes (CSS pixels) of image and frame thumbnails on the contact sheet."""
 MAX_TEXT_CHARS = 4000
 """Longer text items are cut (the sample's full text is in its shard)."""
 
@@ -69,8 +73,18 @@ def _figure(thumb: Thumb, title: str, *, show_size: bool) -> str:
     caption = thumb.label + (f" · {thumb.width}×{thumb.height}" if show_size and thumb.width else "")
     if not thumb.uri:
         return f'<figure><div class="broken">{escape(thumb.label)}</div></figure>'
+    width, height = _display_size(thumb, IMAGE_HEIGHT if show_size else FRAME_HEIGHT)
     return (f'<figure><img src="{thumb.uri}" alt="{escape(thumb.label)}" title="{escape(title)}" '
-            f'loading="eager"><figcaption>{escape(caption)}</figcaption></figure>')  # fmt: skip
+            f'width="{width}" height="{height}"><figcaption>{escape(caption)}</figcaption></figure>')  # fmt: skip
+
+
+def _display_size(thumb: Thumb, height: int) -> tuple[int, int]:
+    """Thumbnails share one row height; very wide ones are capped in width instead."""
+    aspect = thumb.thumb_width / max(1, thumb.thumb_height)
+    width = max(1, round(height * aspect))
+    if width > MAX_DISPLAY_WIDTH:
+        return MAX_DISPLAY_WIDTH, max(1, round(MAX_DISPLAY_WIDTH / aspect))
+    return width, height
 
 
 def _video_info(video: dict[str, Any]) -> str:

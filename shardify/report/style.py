@@ -64,11 +64,10 @@ svg.chart rect:hover, svg.chart circle:hover { opacity: 0.75; }
 .badge.light { background: #eef0f5; color: var(--ink); font-weight: 500; }
 .media { display: flex; gap: 8px; flex-wrap: wrap; padding: 12px 14px 4px; }
 .media figure { margin: 0; width: min-content; }
-.media img { display: block; border-radius: 6px; background: #eef0f5; height: 120px; width: auto; max-width: 100%;
-  object-fit: contain;
+.media img { display: block; border-radius: 6px; background: #eef0f5;
   box-shadow: 0 0 0 1px rgba(0, 0, 0, 0.06); }
 .media.frames { gap: 4px; }
-.media.frames img { border-radius: 4px; height: 66px; }
+.media.frames img { border-radius: 4px; }
 .media figcaption { font-size: 10.5px; line-height: 1.3; color: var(--muted); margin-top: 3px; font-family: var(--mono); }
 .media .more { align-self: center; color: var(--muted); font-size: 12px; padding: 0 6px; }
 .broken { width: 96px; height: 72px; display: flex; align-items: center; justify-content: center;
