@@ -42,6 +42,18 @@ def decode_sample(raw: RawSample, *, decode_images: bool = True) -> dict[str, An
     return sample
 
 
+def decode_members(row: dict[str, Any], *, decode_images: bool = True) -> dict[str, Any]:
+    """The training sample of a webdataset-style row: ``__key__`` and suffix -> bytes.
+
+    For rows from other readers (plain ``webdataset.WebDataset`` without decoding, Ray
+    Data's ``read_webdataset(decoder=None)``); members that are not bytes (Ray fills absent
+    columns with NaN) are ignored.
+    """
+    members = {k: v for k, v in row.items() if not k.startswith("__") and isinstance(v, bytes)}
+    raw = RawSample(key=str(row["__key__"]), members=members, shard=str(row.get("__url__", "")), index=-1)
+    return decode_sample(raw, decode_images=decode_images)
+
+
 def _media_suffixes(doc: dict[str, Any], key: str) -> tuple[list[str], Any]:
     """Member suffixes of the pictures in order, and the frame count of a video sample."""
     video = doc.get("video")
