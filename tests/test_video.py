@@ -35,7 +35,9 @@ class Calls:
         monkeypatch.setattr(video_decode, name, counted)
 
 
-@pytest.mark.parametrize("name, total", [("short", 30), ("bframes", 192), ("vp9", 120), ("mpeg4", 40)])
+@pytest.mark.parametrize(
+    "name, total", [("short", 30), ("bframes", 192), ("vp9", 120), ("mpeg4", 40)]
+)
 @pytest.mark.parametrize("sampling, n", [("aria", 8), ("uniform", 5), ("aria", 1), ("uniform", 64)])
 def test_frames_are_the_ones_the_loader_samples(
     video_files: dict[str, Path], name: str, total: int, sampling: Any, n: int

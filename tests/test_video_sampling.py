@@ -112,7 +112,9 @@ def test_dense_targets_or_rare_keyframes_decode_in_one_run(total: int, gop: int,
     assert should_seek(_gop_index(total, gop), sample_indices(total, n)) is None
 
 
-def _table(pts: list[int | None], keys: list[bool], discard: list[bool] | None = None) -> PacketTable:
+def _table(
+    pts: list[int | None], keys: list[bool], discard: list[bool] | None = None
+) -> PacketTable:
     return PacketTable(packets=[object()] * len(pts), pts=pts, keyframe=keys,
                        discard=discard or [False] * len(pts))  # fmt: skip
 
