@@ -67,10 +67,14 @@ def hbar_chart(rows: Sequence[tuple[str, float, str]], *, label: str, fmt: Forma
     return _svg(body, height, label)
 
 
-def _y_axis(top_value: float, fmt: Format, plot_h: float, unit: float = 1) -> tuple[list[str], float]:
+def _y_axis(top_value: float, fmt: Format, plot_h: float, unit: float = 1,
+            integral: bool = False) -> tuple[list[str], float]:  # fmt: skip
     """Grid lines and labels of a value axis starting at 0; returns them and the axis top.
-    Ticks are round multiples of ``unit`` (e.g. 1024**2 for an axis in MiB)."""
+    Ticks are round multiples of ``unit`` (e.g. 1024**2 for an axis in MiB); whole numbers
+    when the values are counts (``integral``)."""
     step = nice_step(top_value / unit) * unit
+    if integral:
+        step = max(1.0, round(step))
     axis_top = step * max(1, math.ceil(top_value / step))
     body = []
     tick = 0.0
@@ -97,7 +101,8 @@ def column_chart(
     if not values:
         return empty_chart("nothing to show")
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    body, axis_top = _y_axis(max(values) or 1, fmt, plot_h, unit)
+    integral = all(float(v).is_integer() for v in values)
+    body, axis_top = _y_axis(max(values) or 1, fmt, plot_h, unit, integral)
     slot = plot_w / len(values)
     bar = min(slot - (min(slot * 0.18, 4) if slot > 3 else 0), MAX_BAR)
     for i, value in enumerate(values):
