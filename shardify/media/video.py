@@ -201,7 +201,9 @@ def _pick(
         picked.frames = again.frames
     warning = None
     if picked.error:
-        warning = f"decoding stopped after {picked.total} frames ({table.count} packets): {picked.error}"
+        warning = (
+            f"decoding stopped after {picked.total} frames ({table.count} packets): {picked.error}"
+        )
     return picked, indices, warning
 
 
@@ -263,5 +265,16 @@ def _encode(frame: Any, quality: int, max_side: Optional[int]) -> tuple[bytes, t
     if turn:
         image = image.transpose(_TRANSPOSE[turn])
     out = io.BytesIO()
-    image.save(out, format="JPEG", quality=quality)
+    image.save(out, format="JPEG", quality=quality, subsampling=_subsampling(frame.format.name))
     return out.getvalue(), image.size
+
+
+def _subsampling(pix_fmt: str) -> int:
+    """Pillow's JPEG chroma subsampling matching the source: 2 (4:2:0), 1 (4:2:2), 0 (4:4:4).
+
+    A 4:2:0 JPEG of a 4:4:4 source (screen captures, test cards) smears colour edges."""
+    if any(tag in pix_fmt for tag in ("420", "411", "410", "nv12", "nv21", "p010", "p016")):
+        return 2
+    if any(tag in pix_fmt for tag in ("422", "yuyv", "uyvy", "nv16", "p210")):
+        return 1
+    return 0
