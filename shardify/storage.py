@@ -40,6 +40,8 @@ RETRY_ATTEMPTS = 6
 RETRY_BASE_S = 0.25
 RETRY_MAX_S = 8.0
 READ_BUFFER_BYTES = 1 << 20
+UPLOAD_PART_BYTES = 64 << 20
+"""S3 multipart part size: files of twice this or more are uploaded in parts."""
 
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
               FileExistsError)  # fmt: skip
@@ -193,8 +195,9 @@ class Location:
             return
         # An S3 object appears only when its PUT or multipart upload completes; a retry
         # re-uploads the whole file, so a failed attempt never leaves part of it visible.
+        options = {"chunksize": UPLOAD_PART_BYTES} if "s3" in _protocols(self.fs) else {}
         try:
-            self._call("upload", name, self.fs.put_file, local_path, self.path(name))
+            self._call("upload", name, self.fs.put_file, local_path, self.path(name), **options)
         finally:
             os.unlink(local_path)
             self._forget(self.path(name))
@@ -272,7 +275,7 @@ class Location:
                 return f"{self.display('')}: bucket {bucket!r} does not exist (create it, or fix the URL)"
             except StorageError as exc:
                 return str(exc)
-        return f"{self.display('')}: does not exist"
+        return f"{self.display('')}: does not exist" + ("" if self.is_local else " (nothing below this prefix)")
 
     def _call(self, what: str, name: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one filesystem call; retry transient errors on remote filesystems.
@@ -304,7 +307,7 @@ class Location:
     def _denied_message(self, what: str, name: str, exc: BaseException) -> str:
         if self.is_local:
             return f"{self.display(name)}: cannot {what}: permission denied: {self._describe(exc)}"
-        return (f"{self.display(name)}: access denied ({what}): {self._describe(exc)}; check the "
+        return (f"{self.display(name)}: access denied ({self._describe(exc)}); check the "
                 "credentials (storage_options key/secret/profile, or the AWS environment) and "
                 "the bucket policy")  # fmt: skip
 

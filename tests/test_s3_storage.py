@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import uuid
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from shardify import storage
 from shardify.errors import AccessError, StorageError
 from shardify.storage import Location
-from tests.fixtures.s3 import FaultProxy, S3Server, list_keys
+from tests.fixtures.s3 import FaultProxy, S3Server, get_object, list_keys
 
 pytestmark = pytest.mark.s3
 
@@ -41,6 +42,40 @@ def test_write_read_list_delete_round_trip(s3_server: S3Server, s3_bucket: str) 
     out.delete("_shardify")  # already gone: not an error
     assert not out.exists("_shardify")
     out.check_readable()
+
+
+def test_a_multipart_upload_appears_only_when_complete(
+    s3_server: S3Server, s3_bucket: str, fault_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every part is uploaded and the completing request is held back: nothing is visible."""
+    monkeypatch.setattr(storage, "UPLOAD_PART_BYTES", 5 << 20)
+    out = Location(f"s3://{s3_bucket}/out", {"endpoint_url": fault_proxy.endpoint})
+    data = os.urandom((11 << 20) + 123)
+    staging = out.staging_path("train-000000.tar")
+    with open(staging, "wb") as handle:
+        handle.write(data)
+    fault_proxy.stall = lambda method, path: method == "POST" and "uploadId=" in path
+    errors: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            out.put_file(staging, "train-000000.tar")
+        except BaseException as exc:  # re-raised by the test thread below
+            errors.append(exc)
+
+    worker = threading.Thread(target=upload)
+    worker.start()
+    try:
+        assert fault_proxy.stalled.wait(60), "the upload never tried to complete"
+        assert len([p for m, p in fault_proxy.log if m == "PUT" and "partNumber=" in p]) == 3
+        assert list_keys(s3_server, s3_bucket, "out") == []
+    finally:
+        fault_proxy.stall = None
+        fault_proxy.release()  # the held request is dropped; the client retries it
+        worker.join(60)
+    assert not errors, errors
+    assert get_object(s3_server, s3_bucket, "out/train-000000.tar") == data
+    assert not os.path.exists(staging)
 
 
 def test_existence_checks_and_listings_are_never_stale(s3_server: S3Server, s3_bucket: str) -> None:
