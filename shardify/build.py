@@ -7,6 +7,7 @@ executor only ships the small :class:`~shardify.planning.ShardTask` and the conf
 from __future__ import annotations
 
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Union
@@ -14,7 +15,7 @@ from typing import Any, Iterator, Optional, Union
 import orjson
 
 from shardify.config import Config
-from shardify.errors import BuildError, MediaError, SampleError
+from shardify.errors import BuildError, MediaError, SampleError, StorageError
 from shardify.manifest import ShardRecord, ShardResult, save_result
 from shardify.media.images import check_image
 from shardify.planning import ShardTask
@@ -200,17 +201,57 @@ def _video_members(
 def resolve_media(source: Location, path: str, where: str) -> None:
     """Check that ``path`` stays inside the root and names an existing file."""
     if source.is_local:
-        if source.local_realpath(path) is None:
-            raise MediaError(
-                PATH_OUTSIDE_ROOT, f"{where} {path!r} is a symlink that leads outside the dataset root"
-            )
+        _local_media_path(source, path, where)
     if not source.isfile(path):
-        raise MediaError(MISSING_FILE, f"{where} {path!r} not found under {source.display('')}")
+        raise _missing(source, path, where)
 
 
 def read_media(source: Location, path: str, where: str) -> bytes:
+    """The bytes of a media file inside the root; MediaError when outside it or missing.
+
+    A local root reads the resolved path with one ``open`` (the fsspec ``info`` +
+    ``cat_file`` pair cost a third of a pass-through build); anything but a regular file
+    is missing, as ``isfile`` would say.
+    """
+    if source.is_local:
+        data = _read_regular_file(_local_media_path(source, path, where), source.display(path))
+        if data is None:
+            raise _missing(source, path, where)
+        return data
     resolve_media(source, path, where)
     try:
         return source.read_bytes(path)
     except FileNotFoundError:
-        raise MediaError(MISSING_FILE, f"{where} {path!r} not found under {source.display('')}") from None
+        raise _missing(source, path, where) from None
+
+
+def _local_media_path(source: Location, path: str, where: str) -> str:
+    real = source.local_realpath(path)
+    if real is None:
+        raise MediaError(
+            PATH_OUTSIDE_ROOT, f"{where} {path!r} is a symlink that leads outside the dataset root"
+        )
+    return real
+
+
+def _read_regular_file(real: str, shown: str) -> Optional[bytes]:
+    """The file's bytes, or None when it does not exist or is not a regular file."""
+    try:
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except OSError as exc:
+        raise StorageError(f"{shown}: cannot read: {exc}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with open(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    except OSError as exc:
+        raise StorageError(f"{shown}: cannot read: {exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def _missing(source: Location, path: str, where: str) -> MediaError:
+    return MediaError(MISSING_FILE, f"{where} {path!r} not found under {source.display('')}")
