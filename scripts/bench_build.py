@@ -1,0 +1,322 @@
+"""Build benchmarks: image pass-through against ``tar cf``, full decode against a Pillow pool.
+
+Every shardify figure is the real command a user runs (``python -m shardify build``, a fresh
+process each time, so Ray start-up is in it), timed against a baseline on the same files in
+the same run:
+
+- pass-through, ``validation.decode: header``: marginal wall time (2N samples minus N, so
+  fixed start-up cancels) against the same for ``tar cf`` of the same files, with the Ray
+  executor and the local one; the fixed start-up (``2 T(N) - T(2N)``: interpreter, Ray,
+  planning) is its own row.
+- full decode: marginal wall time against a ``multiprocessing`` pool with one process per
+  core running ``Image.open(...).convert("RGB")`` over the same files.
+
+Runs are interleaved (baseline, shardify, baseline, ...) and each figure is the best of
+several, because the machine is shared. ``python scripts/bench_build.py [--smoke]`` prints
+the results as JSON; ``--profile`` profiles the in-process build of each case instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import CaseResult  # noqa: E402
+
+log = logging.getLogger("bench.build")
+SIZES = ((640, 480), (800, 600), (1024, 768), (1280, 720))
+SHARD_SAMPLES = 100
+"""Samples per shard: enough shards that every core has work (2N / 100 tasks)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much data and how many repeats one run uses."""
+
+    n: int
+    unique: int
+    repeat_header: int
+    repeat_decode: int
+    ray_decode: bool
+    shard_samples: int = SHARD_SAMPLES
+
+    @classmethod
+    def of(cls, smoke: bool) -> Plan:
+        if smoke:
+            return cls(n=24, unique=8, repeat_header=1, repeat_decode=1, ray_decode=False,
+                       shard_samples=8)  # fmt: skip
+        return cls(n=2000, unique=160, repeat_header=3, repeat_decode=2, ray_decode=True)
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def photo_jpeg(width: int, height: int, seed: int) -> bytes:
+    """A photo-like JPEG (~50-200 KB): datagen's shapes plus grain, so it compresses like a
+    photo rather than a flat drawing."""
+    import numpy as np
+    from PIL import Image
+
+    from shardify.datagen import make_image
+
+    rng = np.random.default_rng(seed)
+    base = np.asarray(Image.open(io.BytesIO(make_image(width, height, seed=seed))), dtype=np.int16)
+    coarse = rng.normal(0, 12, (height // 4, width // 4)).astype(np.float32)
+    blotches = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BILINEAR))
+    grain = rng.integers(-6, 7, (height, width, 1))
+    pixels = np.clip(base + blotches[:, :, None] + grain, 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def make_data(root: Path, plan: Plan) -> dict[str, list[str]]:
+    """``root/images/*.jpg`` (2N files) and two splits over them: ``half`` (the first N)
+    and ``full`` (all 2N). Returns each split's image paths. Reused when already made."""
+    import orjson
+
+    from shardify.datagen import chat, image_item, text_item
+
+    total = 2 * plan.n
+    paths = [f"images/img_{i:06d}.jpg" for i in range(total)]
+    splits = {"half": paths[: plan.n], "full": paths}
+    stamp = root / f".made-{total}-{plan.unique}"
+    if stamp.exists():
+        return splits
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "images").mkdir(parents=True)
+    pool = [photo_jpeg(*SIZES[i % len(SIZES)], seed=i) for i in range(plan.unique)]
+    for i, path in enumerate(paths):
+        (root / path).write_bytes(pool[i % len(pool)])
+    for split, members in splits.items():
+        lines = [orjson.dumps({"messages": chat([image_item(), text_item(f"What is in {p}?")],
+                                                "Shapes."), "images": [p]}) for p in members]  # fmt: skip
+        (root / f"{split}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        (root / f"{split}.files").write_text("\n".join(members) + "\n")
+    stamp.touch()
+    return splits
+
+
+# --- what is timed ------------------------------------------------------------------------
+
+
+def time_call(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def shardify_build(root: Path, out: Path, split: str, *, executor: str, decode: str,
+                   shard_samples: int) -> None:  # fmt: skip
+    """``python -m shardify build`` in a fresh process, into a fresh output."""
+    shutil.rmtree(out, ignore_errors=True)
+    config = out.parent / f"{out.name}.yaml"
+    config.write_text(json.dumps({"input": str(root), "output": str(out)}))
+    cmd = [sys.executable, "-m", "shardify", "build", str(config),
+           "--set", f"splits=[{split}]", "--set", f"executor.kind={executor}",
+           "--set", f"validation.decode={decode}", "--set", f"shard.max_samples={shard_samples}"]  # fmt: skip
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"shardify build failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    info = manifest["splits"][split]
+    if info["rejected"]:
+        raise RuntimeError(f"shardify rejected {info['rejected']} generated images: see {out}")
+
+
+def tar_files(root: Path, out: Path, split: str) -> None:
+    """``tar cf`` of exactly the split's files (the floor for copying bytes into a tar)."""
+    out.unlink(missing_ok=True)
+    subprocess.run(["tar", "cf", str(out), "-C", str(root), "-T", str(root / f"{split}.files")],
+                   check=True)  # fmt: skip
+
+
+def _decode(path: str) -> int:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB").size[0]
+
+
+def pillow_pool(root: Path, paths: list[str]) -> None:
+    """Decode every file to RGB with one process per core (the peer for a decoding build)."""
+    files = [str(root / p) for p in paths]
+    with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
+        pool.map(_decode, files, chunksize=16)
+
+
+# --- measuring ----------------------------------------------------------------------------
+
+Timings = dict[str, dict[str, float]]
+
+
+def measure(runs: dict[str, Callable[[str], None]], repeat: int) -> Timings:
+    """Best wall time of each run on each split; runs interleaved so noise hits all alike."""
+    best: Timings = {name: {"half": float("inf"), "full": float("inf")} for name in runs}
+    for _ in range(repeat):
+        for split in ("half", "full"):
+            for name, fn in runs.items():
+                elapsed = time_call(lambda: fn(split))  # noqa: B023 - called at once
+                best[name][split] = min(best[name][split], elapsed)
+                log.info("%s %s: %.2f s", name, split, elapsed)
+    return best
+
+
+def marginal(t: dict[str, float]) -> float:
+    """Time for the second N samples: T(2N) - T(N), floored at 1 ms against noise."""
+    return max(t["full"] - t["half"], 1e-3)
+
+
+def startup(t: dict[str, float]) -> float:
+    """Fixed cost: T(N) minus its per-sample part, i.e. 2 T(N) - T(2N)."""
+    return 2 * t["half"] - t["full"]
+
+
+def busy_note() -> str:
+    load = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    return f"load {load:.1f} on {cores} cores (noisy)" if load > 0.8 * cores else ""
+
+
+def join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+# --- cases --------------------------------------------------------------------------------
+
+
+def header_cases(root: Path, scratch: Path, plan: Plan) -> list[CaseResult]:
+    """Pass-through with a header check, Ray and local, against ``tar cf``."""
+
+    def build(executor: str) -> Callable[[str], None]:
+        return lambda split: shardify_build(root, scratch / f"hdr-{executor}", split,
+                                            executor=executor, decode="header",
+                                            shard_samples=plan.shard_samples)  # fmt: skip
+
+    runs = {"tar": lambda split: tar_files(root, scratch / "tar.tar", split),
+            "ray": build("ray"), "local": build("local")}  # fmt: skip
+    t = measure(runs, plan.repeat_header)
+    noise = busy_note()
+    tar_m = marginal(t["tar"])
+    rows = []
+    for executor in ("ray", "local"):
+        m = marginal(t[executor])
+        raw = {"n": plan.n, "shardify_N_s": t[executor]["half"], "shardify_2N_s": t[executor]["full"],
+               "shardify_marginal_s": m, "tar_N_s": t["tar"]["half"], "tar_2N_s": t["tar"]["full"],
+               "tar_marginal_s": tar_m, "shardify_us_per_image": m / plan.n * 1e6,
+               "tar_us_per_image": tar_m / plan.n * 1e6}  # fmt: skip
+        rows.append(CaseResult(
+            name=f"build images, header check, {executor}: marginal time vs tar cf",
+            ratio=m / tar_m, target="<= 2.0",
+            meaning="shardify build (T(2N) - T(N)) / tar cf of the same files (T(2N) - T(N))",
+            raw=raw, note=noise))  # fmt: skip
+        rows.append(CaseResult(
+            name=f"build fixed start-up, {executor} (seconds, not a ratio)",
+            ratio=startup(t[executor]), target="<= 5.0",
+            meaning="2 T(N) - T(2N) of the header build: interpreter, executor start, planning",
+            raw={"n": plan.n, "shardify_N_s": t[executor]["half"],
+                 "shardify_2N_s": t[executor]["full"]}, note=noise))  # fmt: skip
+    return rows
+
+
+def decode_case(root: Path, scratch: Path, plan: Plan, splits: dict[str, list[str]]) -> CaseResult:
+    """Full decode of every image against a Pillow pool on all cores."""
+    executor = "ray" if plan.ray_decode else "local"
+    runs = {
+        "pillow": lambda split: pillow_pool(root, splits[split]),
+        "shardify": lambda split: shardify_build(root, scratch / "dec", split, executor=executor,
+                                                 decode="full", shard_samples=plan.shard_samples),
+    }  # fmt: skip
+    t = measure(runs, plan.repeat_decode)
+    m, base = marginal(t["shardify"]), marginal(t["pillow"])
+    raw = {"n": plan.n, "cores": os.cpu_count(), "shardify_N_s": t["shardify"]["half"],
+           "shardify_2N_s": t["shardify"]["full"], "shardify_marginal_s": m,
+           "pillow_N_s": t["pillow"]["half"], "pillow_2N_s": t["pillow"]["full"],
+           "pillow_marginal_s": base}  # fmt: skip
+    smoke = "" if plan.ray_decode else "smoke: local executor (1 core), to keep it short"
+    return CaseResult(
+        name=f"build images, full decode, {executor}: marginal time vs Pillow pool",
+        ratio=m / base, target="<= 1.3",
+        meaning="shardify build, validation.decode=full (T(2N) - T(N)) / multiprocessing pool "
+                "of Image.open().convert('RGB') on all cores (T(2N) - T(N))",
+        raw=raw, note=join(smoke, busy_note()))  # fmt: skip
+
+
+def run(workdir: Path, smoke: bool) -> list[CaseResult]:
+    """Every build case; data is made under ``workdir`` (and reused by the next run)."""
+    plan = Plan.of(smoke)
+    root = workdir / f"images-{2 * plan.n}"
+    splits = make_data(root, plan)
+    scratch = workdir / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        rows = header_cases(root, scratch, plan)
+        rows.append(decode_case(root, scratch, plan, splits))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return rows
+
+
+# --- profiling ----------------------------------------------------------------------------
+
+
+def profile(workdir: Path, smoke: bool) -> list[Path]:
+    """pyinstrument profiles of the in-process (local executor) build of the 2N split,
+    header and full decode: the same build_shard code a Ray worker runs."""
+    from pyinstrument import Profiler
+
+    from shardify.config import load_config
+    from shardify.pipeline import build
+
+    plan = Plan.of(smoke)
+    root = workdir / f"images-{2 * plan.n}"
+    make_data(root, plan)
+    written = []
+    for decode in ("header", "full"):
+        out = workdir / "scratch" / f"profile-{decode}"
+        shutil.rmtree(out, ignore_errors=True)
+        config = load_config({"input": str(root), "output": str(out), "splits": ["full"],
+                              "executor": {"kind": "local"}, "validation": {"decode": decode},
+                              "shard": {"max_samples": plan.shard_samples}})  # fmt: skip
+        profiler = Profiler(interval=0.001)
+        with profiler:
+            build(config)
+        path = workdir / f"profile-build-{decode}.txt"
+        path.write_text(profiler.output_text(unicode=False, color=False))
+        written.append(path)
+        shutil.rmtree(out, ignore_errors=True)
+    return written
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--workdir", type=Path, default=Path(".bench") / "build")
+    parser.add_argument("--profile", action="store_true", help="write pyinstrument profiles")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if args.profile:
+        for path in profile(args.workdir, args.smoke):
+            sys.stdout.write(f"{path}\n")
+        return 0
+    results = run(args.workdir, args.smoke)
+    sys.stdout.write(json.dumps([r.to_json() for r in results], indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
