@@ -1,0 +1,173 @@
+"""Reader benchmark: ShardDataset samples/s against two baselines measured in the same run.
+
+- ``reader_vs_webdataset``: plain ``webdataset.WebDataset(...).decode("pil")`` over the same
+  shards, with the same output (RGB PIL images, video item expanded into frames);
+- ``reader_vs_raw_jsonl``: the path without shards, as the Aria fine-tuning loader does it:
+  read the JSONL, open every image, and decode each video with PyAV at read time.
+
+Run alone: ``python scripts/bench_reader.py [--smoke]`` prints the results as JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import CaseResult, best_time  # noqa: E402
+
+
+def make_bench_output(workdir: Path, smoke: bool) -> tuple[Path, Path, int]:
+    """A dataset with photo-like images and moving-pattern videos, and its build."""
+    import shardify
+    from shardify.datagen import DatasetSpec, make_dataset
+
+    root, out = workdir / "reader-ds", workdir / "reader-out"
+    if (out / "manifest.json").exists():
+        return root, out, _samples(out)
+    size = (64, 48) if smoke else (320, 240)
+    spec = DatasetSpec(image_samples=6 if smoke else 60, video_samples=2 if smoke else 30,
+                       text_samples=2 if smoke else 10, image_size=size, video_size=(64, 48),
+                       video_frames=24, test_split=False)  # fmt: skip
+    make_dataset(root, spec)
+    if not smoke:  # one realistic clip (20 s of textured motion at 640x360), copied to every path
+        clip = make_textured_video(workdir / "clip.mp4")
+        for path in sorted((root / "videos").glob("*.mp4")):
+            shutil.copyfile(clip, path)
+    shardify.build(shardify.load_config({"input": str(root), "output": str(out),
+                                         "executor": {"kind": "local"},
+                                         "shard": {"max_samples": 16}}))  # fmt: skip
+    return root, out, _samples(out)
+
+
+def make_textured_video(path: Path, *, frames: int = 600, width: int = 640, height: int = 360,
+                        fps: int = 30) -> Path:  # fmt: skip
+    """A clip that decodes like camera footage (texture, motion, grain), unlike flat test
+    patterns whose frames cost next to nothing to decode."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (height // 8 + 2, (width + frames * 3) // 8 + 2, 3), dtype=np.uint8)
+    texture = np.asarray(Image.fromarray(small).resize((small.shape[1] * 8, small.shape[0] * 8),
+                                                       Image.Resampling.BICUBIC)).astype(np.int16)  # fmt: skip
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = Fraction(1, fps)
+        stream.codec_context.gop_size = 60
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        for i in range(frames):
+            grain = rng.integers(-6, 7, (height, width, 1), dtype=np.int16)
+            array = np.clip(texture[:height, i * 3 : i * 3 + width] + grain, 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _samples(out: Path) -> int:
+    return int(json.loads((out / "manifest.json").read_text())["splits"]["train"]["samples"])
+
+
+def read_shardify(out: Path) -> int:
+    from shardify import ShardDataset
+
+    return sum(1 for _ in ShardDataset(str(out), shuffle=False))
+
+
+def read_webdataset(out: Path) -> int:
+    import webdataset as wds
+
+    from shardify.reader.decode import expand_video
+
+    urls = sorted(str(p) for p in out.glob("train-*.tar"))
+    count = 0
+    for row in wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil"):
+        doc = row["json"]
+        video = doc.get("video")
+        suffixes = video["frames"] if video else doc.get("images", [])
+        sample = {**doc, "key": row["__key__"], "images": [row[s] for s in suffixes]}
+        if video:
+            sample["messages"] = expand_video(doc["messages"], len(suffixes))
+        count += 1
+    return count
+
+
+def read_raw(root: Path) -> int:
+    """The seed's path: JSONL + media, frames decoded from the video for every sample."""
+    from shardify.reader.decode import expand_video
+
+    count = 0
+    for line in (root / "train.jsonl").read_bytes().splitlines():
+        doc = orjson.loads(line)
+        if "video" in doc:
+            n = doc["video"].get("num_frames") or 8
+            images = list(_video_frames(root / doc["video"]["path"], n))
+            doc["messages"] = expand_video(doc["messages"], n)
+        else:
+            images = [Image.open(io.BytesIO((root / p).read_bytes())).convert("RGB")
+                      for p in doc.get("images", [])]  # fmt: skip
+        doc["images"] = images
+        count += 1
+    return count
+
+
+def _video_frames(path: Path, n: int) -> Iterator[Image.Image]:
+    """Aria sampling (``floor(T/n) * i``) by decoding up to the last wanted frame."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        total = stream.frames or sum(1 for _ in container.decode(stream))
+        if not stream.frames:
+            container.seek(0)
+        wanted = [(total // n) * i for i in range(n)]
+        picked: dict[int, Image.Image] = {}
+        for index, frame in enumerate(container.decode(stream)):
+            if index in wanted:
+                picked[index] = frame.to_image()
+            if index >= wanted[-1]:
+                break
+    return (picked[i] for i in wanted)
+
+
+def run(workdir: Path, smoke: bool) -> list[CaseResult]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    root, out, samples = make_bench_output(workdir, smoke)
+    repeat = 1 if smoke else 3
+    counts = {read_shardify(out), read_webdataset(out), read_raw(root)}
+    if counts != {samples}:
+        raise RuntimeError(f"readers disagree on the sample count: {counts} (expected {samples})")
+    ours = best_time(lambda: read_shardify(out), repeat=repeat)
+    wds_s = best_time(lambda: read_webdataset(out), repeat=repeat)
+    raw_s = best_time(lambda: read_raw(root), repeat=repeat)
+    raw: dict[str, Any] = {"samples": samples, "shardify_s": ours, "webdataset_s": wds_s,
+                           "raw_jsonl_s": raw_s, "shardify_samples_per_s": samples / ours}  # fmt: skip
+    return [
+        CaseResult(name="reader_vs_webdataset", ratio=wds_s / ours, target=">= 1.0", raw=raw,
+                   meaning="ShardDataset samples/s / webdataset.WebDataset(.decode('pil')) samples/s, same shards"),
+        CaseResult(name="reader_vs_raw_jsonl", ratio=raw_s / ours, target=">= 10.0", raw=raw,
+                   meaning="ShardDataset samples/s / JSONL + media with PyAV video decoding at read time"),
+    ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    smoke = "--smoke" in sys.argv
+    with tempfile.TemporaryDirectory(prefix="bench-reader-") as tmp:
+        results = run(Path(tmp), smoke)
+    print(json.dumps([r.to_json() for r in results], indent=2))
