@@ -20,6 +20,38 @@ def member_name(key: str, suffix: str) -> str:
     return f"{key}.{suffix}"
 
 
+def _tarinfo_header(name: str, size: int) -> bytes:
+    """The USTAR header ``tarfile`` writes for a member with shardify's fixed metadata."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = MEMBER_MODE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
+# Every header field but name (0:100), size (124:136) and checksum (148:156) is the same
+# for all members, so headers are made by patching tarfile's own header for one member.
+_TEMPLATE = _tarinfo_header("x", 0)
+_FIXED_SUM = sum(_TEMPLATE[100:124]) + sum(_TEMPLATE[136:148]) + 8 * 32 + sum(_TEMPLATE[156:])
+_MAX_SIZE = 8**11  # 11 octal digits; larger members take tarfile's own path
+
+
+def member_header(name: str, size: int) -> bytes:
+    """``_tarinfo_header(name, size)`` byte for byte, without building a TarInfo (the
+    pure-Python TarInfo.tobuf was a fifth of a pass-through build's CPU time)."""
+    encoded = name.encode(tarfile.ENCODING, "surrogateescape")
+    if len(encoded) > 100 or not 0 <= size < _MAX_SIZE:
+        return _tarinfo_header(name, size)
+    name_field = encoded.ljust(100, tarfile.NUL)
+    size_field = b"%011o\0" % size
+    checksum = _FIXED_SUM + sum(name_field) + sum(size_field)
+    return b"".join((name_field, _TEMPLATE[100:124], size_field, _TEMPLATE[136:148],
+                     b"%06o\0 " % checksum, _TEMPLATE[156:]))  # fmt: skip
+
+
 class _HashingWriter:
     """A write-only file wrapper that counts and hashes every byte."""
 
@@ -58,14 +90,7 @@ class TarShardWriter:
         if name in self._names:
             raise ValueError(f"duplicate tar member {name!r}")
         self._names.add(name)
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = 0
-        info.mode = MEMBER_MODE
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        info.type = tarfile.REGTYPE
-        self._out.write(info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        self._out.write(member_header(name, len(data)))
         self._out.write(data)
         remainder = len(data) % tarfile.BLOCKSIZE
         if remainder:

@@ -70,3 +70,18 @@ def test_webdataset_groups_our_members(tmp_path: Path) -> None:
     samples = list(wds.WebDataset(str(tmp_path / "s.tar"), shardshuffle=False))
     assert [s["__key__"] for s in samples] == ["000000000", "000000003"]
     assert samples[0]["image0.jpg"] == b"\xff\xd8jpeg"
+
+
+@given(st.text(min_size=1, max_size=120), st.integers(min_value=0, max_value=8**11 + 5))
+def test_member_header_is_tarfiles_header(name: str, size: int) -> None:
+    from shardify.tarwriter import _tarinfo_header, member_header
+
+    try:
+        expected: object = _tarinfo_header(name, size)
+    except ValueError as exc:  # too long to split, or too big for USTAR: the same error
+        expected = str(exc)
+    try:
+        got: object = member_header(name, size)
+    except ValueError as exc:
+        got = str(exc)
+    assert got == expected
