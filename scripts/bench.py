@@ -328,7 +328,7 @@ def format_raw(raw: dict[str, Any]) -> str:
     parts = []
     for key, value in raw.items():
         if isinstance(value, float):
-            value = f"{value:.3g}"
+            value = f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
         elif isinstance(value, (dict, list)):
             value = json.dumps(value, default=str)
         parts.append(f"{key}={value}")
