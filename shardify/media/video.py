@@ -124,7 +124,8 @@ def extract_video(
         picked, indices, warning = _pick(path, container, stream, stack, num_frames, sampling)
         order = list(dict.fromkeys(indices))
         first = picked.frames[indices[0]]
-        encoded = [_encode(picked.frames[i], jpeg_quality, max_side) for i in order]
+        reformatter = _reformatter()
+        encoded = [_encode(picked.frames[i], jpeg_quality, max_side, reformatter) for i in order]
         return ExtractedVideo(
             frames=tuple(data for data, _ in encoded),
             suffixes=tuple(frame_suffix(indices.index(i)) for i in indices),
@@ -252,16 +253,35 @@ def _display_size(frame: Any) -> tuple[int, int]:
     return (h, w) if _turn(frame) in (90, 270) else (w, h)
 
 
-def _encode(frame: Any, quality: int, max_side: Optional[int]) -> tuple[bytes, tuple[int, int]]:
-    """RGB JPEG of ``frame`` upright, at most ``max_side`` on its longer side; and its size."""
+def _reformatter() -> Any:
+    from av.video.reformatter import VideoReformatter
+
+    return VideoReformatter()
+
+
+def _encode(
+    frame: Any, quality: int, max_side: Optional[int], reformatter: Any
+) -> tuple[bytes, tuple[int, int]]:
+    """RGB JPEG of ``frame`` upright, at most ``max_side`` on its longer side; and its size.
+
+    One reformatter per video keeps FFmpeg's scaler set up between frames (about 1.5 ms a
+    720p frame), and the RGB plane goes to Pillow without the row-by-row copy of
+    ``VideoFrame.to_image``; the pixels are the same.
+    """
     turn = _turn(frame)
     width, height = frame.width, frame.height
+    scaling: dict[str, Any] = {}
     if max_side and max(width, height) > max_side:
         scale = max_side / max(width, height)
         width, height = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
-        image = frame.to_image(width=width, height=height, interpolation="AREA")
+        scaling = {"width": width, "height": height, "interpolation": "AREA"}
+    plane = reformatter.reformat(frame, format="rgb24", **scaling).planes[0]
+    if plane.line_size > 0:
+        image = Image.frombuffer(
+            "RGB", (plane.width, plane.height), plane, "raw", "RGB", plane.line_size, 1
+        )
     else:
-        image = frame.to_image()
+        image = frame.to_image(**scaling)
     if turn:
         image = image.transpose(_TRANSPOSE[turn])
     out = io.BytesIO()
