@@ -151,3 +151,21 @@ def test_build_with_a_hung_decoder_completes_in_ray_workers(
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     build_with_a_stalling_video(tmp_path, monkeypatch, {"kind": "ray", "num_cpus": 2})
+
+
+def test_remote_videos_are_copied_locally_for_the_helper(video_files: dict[str, Path]) -> None:
+    import fsspec
+
+    from shardify.config import VideoConfig
+    from shardify.media.video_worker import extract_video_file
+    from shardify.storage import Location
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file("/video-test/clips/b.mp4", video_files["bframes"].read_bytes())
+    source = Location("memory://video-test")
+    assert not source.is_local
+    video = extract_video_file(
+        source, "clips/b.mp4", num_frames=3, config=VideoConfig(sampling="uniform")
+    )
+    assert video.total_frames == 192 and list(video.frame_indices) == [0, 96, 191]
+    fs.rm("/video-test", recursive=True)
