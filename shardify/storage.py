@@ -129,7 +129,9 @@ class Location:
         return io.BufferedReader(raw, buffer_size=READ_BUFFER_BYTES)  # type: ignore[return-value]
 
     def read_bytes(self, name: str) -> bytes:
-        return bytes(self._call("read", name, self.fs.cat_file, self.path(name)))
+        """The whole file; on S3 one GET (s3fs would first HEAD it to size a parallel read)."""
+        options = {"max_concurrency": 1} if "s3" in _protocols(self.fs) else {}
+        return bytes(self._call("read", name, self.fs.cat_file, self.path(name), **options))
 
     def read_range(self, name: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of a file."""
