@@ -145,6 +145,9 @@ def test_build_over_the_corpus_videos(media_dir: Path, tmp_path: Path) -> None:
         assert ("warning" in doc) == bool(entry.get("decode_error")), name
     summary = json.loads((out / "manifest.json").read_text())["splits"]["train"]
     assert summary["samples"] + summary["rejected"] == len(expected)
+    partial = sum(1 for _, bad, entry in expected.values() if not bad and entry.get("decode_error"))
+    assert partial >= 2 and summary["warnings"].get("video_partial_decode") == partial
+    assert summary["rejects_by_reason"] == {UNREADABLE_VIDEO: len(rejects)}
 
 
 def read_video_docs(out: Path) -> dict[int, dict[str, Any]]:

@@ -123,6 +123,8 @@ def rank_index(table: PacketTable, header_frames: int, format_name: str) -> Opti
     if header_frames and header_frames != len(pts):
         return None  # the container's own index disagrees with what demuxes (truncation)
     shown = sorted(p for p, d in zip(pts, table.discard) if p is not None and not d)
+    if not shown:
+        return None
     if len(set(shown)) != len(shown) or len(set(pts)) != len(pts):
         return None
     by_pts = {p: i for i, p in enumerate(pts)}
