@@ -117,6 +117,7 @@ def _finish(
     manifest = make_manifest(fingerprint, summaries)
     if write:
         _remove_unplanned_shards(output, {t.name for ts in plans.values() for t in ts})
+        _remove_temp_files(output)  # a task killed mid-write (then retried) leaves one
         write_manifest(output, manifest)
         output.delete(STATE_DIR)
     return manifest
