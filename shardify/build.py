@@ -218,10 +218,9 @@ def read_media(source: Location, path: str, where: str) -> bytes:
         if data is None:
             raise _missing(source, path, where)
         return data
-    resolve_media(source, path, where)
-    try:
+    try:  # one GET; a missing object raises FileNotFoundError (no HEAD first)
         return source.read_bytes(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise _missing(source, path, where) from None
 
 
