@@ -239,6 +239,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     if args.child:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         return run_child(args.child, args.scripts, args.workdir, args.smoke, args.result_file)
     logging.basicConfig(level=logging.INFO, format="bench: %(message)s")
     names = select(discover(args.scripts), args.only)
