@@ -38,8 +38,10 @@ from shardify.planning import LineInfo, ShardTask, plan_shards
 from shardify.progress import Progress
 from shardify.schema import SampleRecord, is_blank, parse_line
 from shardify.storage import Location
+from shardify.tarwriter import member_bytes
 
 log = logging.getLogger(__name__)
+_SOURCE_FIELD_BYTES = 80  # the "source" object build_shard adds to each json
 _SHARD_FILE = re.compile(r"^[A-Za-z0-9_]+-\d{6}\.tar$")
 
 
@@ -150,18 +152,22 @@ def plan_split(source: Location, split: str, config: Config) -> Iterator[ShardTa
                 parsed = parse_line(raw, split=split, file=file, index=index,
                                     max_num_frames=config.video.max_num_frames)  # fmt: skip
                 if isinstance(parsed, SampleRecord):
-                    weight = len(raw) + (_media_bytes(source, parsed) if target else 0)
+                    weight = _estimated_bytes(source, parsed, len(raw)) if target else 1
             yield LineInfo(index=index, offset=offset, length=len(raw), weight=weight)
 
     return plan_shards(lines(), split=split, file=file,
                        max_samples=config.shard.max_samples, target_bytes=target)  # fmt: skip
 
 
-def _media_bytes(source: Location, record: SampleRecord) -> int:
-    total = 0
+def _estimated_bytes(source: Location, record: SampleRecord, line_bytes: int) -> int:
+    """A sample's size in a shard, estimated from its line and its media files' sizes.
+
+    A video counts as its file size (its JPEG frames are not known before extraction).
+    """
+    total = member_bytes(line_bytes + _SOURCE_FIELD_BYTES)
     for path in record.media:
         try:
-            total += source.size(path)
+            total += member_bytes(source.size(path))
         except (FileNotFoundError, OSError):
             pass  # the shard task reports it as missing_file
     return total

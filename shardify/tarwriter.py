@@ -20,6 +20,11 @@ def member_name(key: str, suffix: str) -> str:
     return f"{key}.{suffix}"
 
 
+def member_bytes(size: int) -> int:
+    """Bytes a member of ``size`` bytes takes in a shard: header plus padded data."""
+    return tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
 def _tarinfo_header(name: str, size: int) -> bytes:
     """The USTAR header ``tarfile`` writes for a member with shardify's fixed metadata."""
     info = tarfile.TarInfo(name)

@@ -303,3 +303,22 @@ def test_kill_9_mid_build_then_rerun_is_byte_identical(tmp_path: Path) -> None:
         path = killed / name
         assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp, f"{name} was rewritten"
     assert not [p for p in killed.iterdir() if ".tmp-" in p.name or p.name == "_shardify"]
+
+
+def test_target_bytes_sizes_shards_from_media(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "ds", DatasetSpec(image_samples=30, images_per_sample=2,
+                                                     image_size=(160, 120), video_samples=0,
+                                                     text_samples=0, test_split=False))
+    sizes = sorted(p.stat().st_size for p in (root / "images").iterdir())
+    target = 12 * (sizes[-1] + 1024) + 3_000  # room for about 5 samples of 2 images
+
+    out = tmp_path / "out"
+    cfg = config_for(tmp_path, root, out, shard={"max_samples": 1000, "target_bytes": target})
+    assert run_cli("build", str(cfg)).returncode == 0
+    shards = json.loads((out / "manifest.json").read_text())["splits"]["train"]["shards"]
+    assert len(shards) >= 5
+    for shard in shards[:-1]:
+        assert 4 <= shard["samples"] <= 8
+        # The estimate counts tar headers and padding; the tar's end blocks and record
+        # padding (< 10240 + 1024 bytes) come on top once per shard.
+        assert shard["bytes"] <= target + 10240 + 1024
