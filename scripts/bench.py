@@ -118,15 +118,17 @@ def run_module(name: str, args: argparse.Namespace, timeout: float) -> dict[str,
     started = time.perf_counter()
     with open(log_file, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        timed_out = False
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            timed_out = True
             _kill_group(proc)
     record: dict[str, Any] = {"module": name, "log": str(log_file)}
     if result_file.is_file():
         record.update(json.loads(result_file.read_text()))
     else:
-        why = f"timed out after {timeout:.0f} s" if proc.returncode in (None, -9) else \
+        why = f"timed out after {timeout:.0f} s" if timed_out else \
             f"exited with code {proc.returncode} without results"
         record.update(status="error", error=f"the module process {why}; see {log_file}",
                       traceback=_tail(log_file))  # fmt: skip
@@ -135,12 +137,32 @@ def run_module(name: str, args: argparse.Namespace, timeout: float) -> dict[str,
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """End the child we started and whatever it spawned in its own session (e.g. Ray)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """End the child we started and everything it spawned, by process id: its process
+    group, plus descendants that left the group (Ray starts its workers in new sessions)."""
+    pids = _descendants(proc.pid)
+    for kill, target in [(os.killpg, proc.pid)] + [(os.kill, pid) for pid in pids]:
+        try:
+            kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     proc.wait()
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root``, from /proc (empty where /proc does not exist)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -225,7 +247,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="where BENCHMARKS.md and bench-results.json go (default: the repo "
                              "root for a full run, the workdir for --smoke / --only)")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds per module before it is ended (default 900, smoke 180)")  # fmt: skip
+                        help="seconds per module before it is ended (default 600, smoke 180)")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="list the case modules and exit")
     parser.add_argument("--scripts", type=Path, default=HERE, help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -247,7 +269,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stdout.write("".join(f"{n}\n" for n in names))
         return 0
     out = args.out or (args.workdir if args.smoke or args.only else REPO)
-    timeout = args.timeout or (180.0 if args.smoke else 900.0)
+    timeout = args.timeout or (180.0 if args.smoke else 600.0)
     args.workdir.mkdir(parents=True, exist_ok=True)
     machine, started, date = machine_info(), time.perf_counter(), _now()
     records = []

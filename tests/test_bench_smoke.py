@@ -97,3 +97,38 @@ def test_only_selects_modules_and_rejects_unknown_names(tmp_path: Path) -> None:
     assert [c["module"] for c in results["cases"]] == ["good"]
     bad = run_bench("--only", "nope", "--scripts", str(scripts), timeout=60)
     assert bad.returncode != 0 and "no such case module" in bad.stderr
+
+
+HANGS = '''
+import subprocess, sys, time
+
+def run(workdir, smoke):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                               start_new_session=True)  # leaves the group, as Ray workers do
+    (workdir / "sleeper.pid").write_text(str(sleeper.pid))
+    time.sleep(600)
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_hanging_module_is_ended_with_everything_it_started(tmp_path: Path) -> None:
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "bench_hangs.py").write_text(HANGS)
+    (scripts / "bench_good.py").write_text(GOOD)
+    proc = run_bench("--smoke", "--timeout", "5", "--scripts", str(scripts),
+                     "--workdir", str(tmp_path / "w"), timeout=120)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    results = json.loads((tmp_path / "w" / "bench-results.json").read_text())
+    by_module = {c["module"]: c for c in results["cases"]}
+    assert "timed out after 5 s" in by_module["hangs"]["note"]
+    assert by_module["good"]["met"] is True
+    sleeper = int((tmp_path / "w" / "hangs" / "sleeper.pid").read_text())
+    assert not _alive(sleeper)
