@@ -18,11 +18,12 @@ under its final name once it is complete, so a retry cannot leave a half-written
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 from urllib.parse import urlsplit
 
@@ -192,12 +193,19 @@ def start_local_ray(num_cpus: Optional[int] = None) -> None:
 
 
 def join_ray(address: str, *, where: str = "executor.address") -> None:
-    """Connect to a running cluster; ConfigError at once when nothing answers there."""
+    """Connect to a running cluster; ConfigError at once when nothing answers there.
+
+    A cluster on a loopback address (``ray start --head --node-ip-address=127.0.0.1``) is
+    joined with the loopback settings: otherwise Ray swaps 127.0.0.1 for the machine's
+    external address and waits for minutes on a GCS that is not there.
+    """
     import ray
 
-    _check_reachable(address, where)
+    host = _check_reachable(address, where)
+    loopback = host is not None and _is_loopback(host)
     try:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        with _local_ray_env() if loopback else nullcontext():
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(
             f"{where}: cannot join the Ray cluster at {address!r}: {_first_line(exc)}; "
@@ -207,7 +215,7 @@ def join_ray(address: str, *, where: str = "executor.address") -> None:
 
 @contextmanager
 def _local_ray_env() -> Iterator[None]:
-    """Environment for starting a private local Ray; the caller's is restored afterwards.
+    """Environment for a Ray on loopback (started or joined); the caller's is restored after.
 
     Ray's processes inherit it (and its workers inherit theirs). When ``ray`` was imported
     before the variable was set, its module-level copy is switched too.
@@ -235,8 +243,11 @@ def _local_ray_env() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _check_reachable(address: str, where: str) -> None:
-    """Fail fast where ``ray.init`` would wait for minutes on an address nobody answers."""
+def _check_reachable(address: str, where: str) -> Optional[str]:
+    """Fail fast where ``ray.init`` would wait for minutes on an address nobody answers.
+
+    Returns the host the address names (None when it is not of the form host:port).
+    """
     target = _resolve_auto(address) if address == "auto" else address
     if target is None:
         raise ConfigError(
@@ -249,7 +260,7 @@ def _check_reachable(address: str, where: str) -> None:
     except ValueError:
         host, port = None, None
     if not host or not port:
-        return  # not host:port: let Ray judge it
+        return None  # not host:port: let Ray judge it
     try:
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
@@ -257,6 +268,14 @@ def _check_reachable(address: str, where: str) -> None:
             f"{where}: nothing answers at {target} ({exc.strerror or exc}); start the Ray "
             "cluster, or leave executor.address unset for a private local Ray"
         ) from None
+    return host
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _resolve_auto(address: str) -> Optional[str]:
