@@ -56,6 +56,16 @@ class ShardResult:
     warnings: dict[str, int] = field(default_factory=dict)
     frames: int = 0
     images: int = 0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    """Rejects per reason; kept when ``rejects`` is dropped to save the driver's memory."""
+
+    def __post_init__(self) -> None:
+        if self.rejects and not self.reject_reasons:
+            self.reject_reasons = dict(sorted(Counter(r.reason for r in self.rejects).items()))
+
+    def without_rejects(self) -> ShardResult:
+        """A copy without the reject records (they stay in the saved result file)."""
+        return dataclasses.replace(self, rejects=[], reject_reasons=dict(self.reject_reasons))
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -100,7 +110,7 @@ def split_summary(source: str, results: Iterable[ShardResult]) -> dict[str, Any]
         samples += result.shard.samples
         frames += result.frames
         images += result.images
-        reasons.update(r.reason for r in result.rejects)
+        reasons.update(result.reject_reasons)
         warnings.update(result.warnings)
     return {
         "source": source, "lines": lines, "samples": samples,

@@ -18,7 +18,7 @@ import orjson
 
 from shardify.build import build_shard
 from shardify.config import Config
-from shardify.errors import ConfigError, OutputMismatchError
+from shardify.errors import BuildError, ConfigError, OutputMismatchError
 from shardify.executors import make_executor
 from shardify.manifest import (
     BUILD_STATE_NAME,
@@ -30,17 +30,21 @@ from shardify.manifest import (
     load_result,
     make_manifest,
     read_manifest,
+    result_name,
     split_summary,
     write_manifest,
     write_rejects,
 )
 from shardify.planning import LineInfo, ShardTask, plan_shards
 from shardify.progress import Progress
-from shardify.schema import SampleRecord, is_blank, parse_line
+from shardify.schema import RejectRecord, SampleRecord, is_blank, parse_line
 from shardify.storage import Location
 from shardify.tarwriter import member_bytes
 
 log = logging.getLogger(__name__)
+LINES_PER_SAMPLE_SLOT = 100
+"""A shard covers at most 100 x max_samples lines, so mostly-rejected input still comes in
+bounded tasks (each task holds its rejects until it finishes)."""
 _SOURCE_FIELD_BYTES = 80  # the "source" object build_shard adds to each json
 _SHARD_FILE = re.compile(r"^[A-Za-z0-9_]+-\d{6}\.tar$")
 
@@ -80,7 +84,8 @@ def _run(config: Config, *, write: bool, overwrite: bool, progress: Optional[IO[
                            executor="nothing to do", already_complete=True)  # fmt: skip
     plans = {split: list(plan_split(source, split, config)) for split in splits}
     tasks = [task for split in splits for task in plans[split]]
-    results = {t.name: r for t in tasks if write and (r := _finished(output, t)) is not None}
+    # With write=True the reject records live in the saved result files, not in memory.
+    results = {t.name: r.without_rejects() for t in tasks if write and (r := _finished(output, t))}
     bar = Progress(total_shards=len(tasks), total_lines=sum(t.end_line - t.first_line for t in tasks),
                    stream=progress)  # fmt: skip
     for result in results.values():
@@ -92,7 +97,7 @@ def _run(config: Config, *, write: bool, overwrite: bool, progress: Optional[IO[
         with make_executor(config.executor) as executor:
             described = executor.describe()
             for result in executor.map_unordered(run, pending):
-                results[result.shard.name] = result
+                results[result.shard.name] = result.without_rejects() if write else result
                 bar.update(result)
     bar.finish()
     manifest = _finish(output, splits, plans, results, fingerprint, write=write)
@@ -115,7 +120,7 @@ def _finish(
         for info in summaries.values():
             info["shards"] = []
     output.makedirs()
-    write_rejects(output, (r for split in splits for res in ordered[split] for r in res.rejects))
+    write_rejects(output, _iter_rejects(output, splits, plans, results, write=write))
     manifest = make_manifest(fingerprint, summaries)
     if write:
         _remove_unplanned_shards(output, {t.name for ts in plans.values() for t in ts})
@@ -123,6 +128,29 @@ def _finish(
         write_manifest(output, manifest)
         output.delete(STATE_DIR)
     return manifest
+
+
+def _iter_rejects(
+    output: Location,
+    splits: list[str],
+    plans: dict[str, list[ShardTask]],
+    results: dict[str, ShardResult],
+    *,
+    write: bool,
+) -> Iterator[RejectRecord]:
+    """Every reject in input order, streamed from the saved result files when building."""
+    for split in splits:
+        for task in plans[split]:
+            result = results[task.name]
+            if write and result.reject_reasons:
+                saved = load_result(output, task.name)
+                if saved is None:
+                    raise BuildError(
+                        f"{output.display(result_name(task.name))} vanished before the build "
+                        "finished; rerun the build"
+                    )
+                result = saved
+            yield from result.rejects
 
 
 def resolve_splits(config: Config, source: Location) -> list[str]:
@@ -155,8 +183,9 @@ def plan_split(source: Location, split: str, config: Config) -> Iterator[ShardTa
                     weight = _estimated_bytes(source, parsed, len(raw)) if target else 1
             yield LineInfo(index=index, offset=offset, length=len(raw), weight=weight)
 
-    return plan_shards(lines(), split=split, file=file,
-                       max_samples=config.shard.max_samples, target_bytes=target)  # fmt: skip
+    return plan_shards(lines(), split=split, file=file, max_samples=config.shard.max_samples,
+                       target_bytes=target,
+                       max_lines=LINES_PER_SAMPLE_SLOT * config.shard.max_samples)  # fmt: skip
 
 
 def _estimated_bytes(source: Location, record: SampleRecord, line_bytes: int) -> int:

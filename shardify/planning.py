@@ -58,33 +58,52 @@ def plan_shards(
     file: str,
     max_samples: int,
     target_bytes: Optional[int] = None,
+    max_lines: Optional[int] = None,
 ) -> Iterator[ShardTask]:
     """Group consecutive lines into shards of at most ``max_samples`` candidates.
 
     With ``target_bytes``, a shard is also closed before a candidate that would take its
-    estimated size past the target (a shard always takes at least one candidate). Every
-    line lands in exactly one shard; a split with lines but no candidates gets one shard.
+    estimated size past the target (a shard always takes at least one candidate). With
+    ``max_lines``, a shard also covers at most that many lines, which bounds a task's work
+    when most lines are rejected. Every line lands in exactly one shard; a split with lines
+    but no candidates gets one shard (or one per ``max_lines`` lines).
     """
-    if max_samples < 1:
-        raise ValueError("max_samples must be >= 1")
+    if max_samples < 1 or (max_lines is not None and max_lines < 1):
+        raise ValueError("max_samples and max_lines must be >= 1")
     start: Optional[LineInfo] = None
     end_line = end_byte = 0
     count = size = index = 0
     for line in lines:
         if start is None:
             start = line
+        elif _closes(line, count, size, line.index - start.index, max_samples, target_bytes, max_lines):
+            yield _task(split, file, index, start, end_line, end_byte, count)
+            index += 1
+            start, count, size = line, 0, 0
         if line.weight is not None:
-            full = count >= max_samples
-            too_big = target_bytes is not None and count > 0 and size + line.weight > target_bytes
-            if full or too_big:
-                yield _task(split, file, index, start, end_line, end_byte, count)
-                index += 1
-                start, count, size = line, 0, 0
             count += 1
             size += line.weight
         end_line, end_byte = line.index + 1, line.offset + line.length
     if start is not None:
         yield _task(split, file, index, start, end_line, end_byte, count)
+
+
+def _closes(
+    line: LineInfo,
+    count: int,
+    size: int,
+    lines_so_far: int,
+    max_samples: int,
+    target_bytes: Optional[int],
+    max_lines: Optional[int],
+) -> bool:
+    """Whether the open shard must be closed before ``line``."""
+    if max_lines is not None and lines_so_far >= max_lines:
+        return True
+    if line.weight is None:
+        return False
+    too_big = target_bytes is not None and count > 0 and size + line.weight > target_bytes
+    return count >= max_samples or too_big
 
 
 def _task(

@@ -33,7 +33,7 @@ class Progress:
         self.shards += 1
         self.lines += result.lines
         self.samples += result.shard.samples
-        self.rejected += len(result.rejects)
+        self.rejected += sum(result.reject_reasons.values())
         self._draw(final=False)
 
     def finish(self) -> None:

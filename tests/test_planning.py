@@ -81,3 +81,19 @@ def test_shard_names_are_sequential_and_sortable(split: str, index: int) -> None
     assert name.count(".") == 1
     if index:
         assert shard_name(split, index - 1) < name
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines_strategy, st.integers(1, 20), st.integers(1, 30))
+def test_max_lines_bounds_every_shard(spec, max_samples, max_lines) -> None:  # type: ignore[no-untyped-def]
+    tasks = list(plan_shards(to_lines(spec), split="train", file="train.jsonl",
+                             max_samples=max_samples, max_lines=max_lines))
+    assert all(1 <= t.end_line - t.first_line <= max_lines for t in tasks)
+    assert sum(t.end_line - t.first_line for t in tasks) == len(spec)
+    assert all(t.candidates <= max_samples for t in tasks)
+
+
+def test_all_rejected_lines_are_split_by_max_lines() -> None:
+    tasks = list(plan_shards(to_lines([(5, None)] * 25), split="train", file="train.jsonl",
+                             max_samples=3, max_lines=10))
+    assert [(t.first_line, t.end_line) for t in tasks] == [(0, 10), (10, 20), (20, 25)]
