@@ -65,6 +65,7 @@ class Location:
             raise AccessError(self._scrub(f"{self.display('')}: cannot use this location: {exc}")) from None
         self.fs: fsspec.AbstractFileSystem = fs
         self.root: str = root.rstrip("/") or "/"
+        self._real_root: Optional[str] = None
 
     def __repr__(self) -> str:
         return f"Location({self.display('')!r})"
@@ -245,7 +246,9 @@ class Location:
 
     def local_realpath(self, name: str) -> Optional[str]:
         """For local roots: the real path of ``name`` if it stays inside the root."""
-        root = os.path.realpath(self.root)
+        if self._real_root is None:
+            self._real_root = os.path.realpath(self.root)
+        root = self._real_root
         real = os.path.realpath(self.path(name))
         if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
             return real
