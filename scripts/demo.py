@@ -62,7 +62,8 @@ def read_back(url: Path) -> None:
         types = [item["type"] for m in first_video["messages"] for item in m["content"]]
         print(f"    video sample {first_video['key']}: {len(first_video['images'])} RGB frames "
               f"{sizes}, content items {types}")
-    print(f"    next: shardify inspect {url} ; shardify verify {url}")
+    print(f"    next: .venv/bin/shardify inspect {url} --html report.html ; "
+          f".venv/bin/shardify verify {url}")
 
 
 if __name__ == "__main__":

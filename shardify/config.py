@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -109,22 +110,54 @@ class Config(_Model):
             raise ValueError("a split is listed twice")
         return value
 
-    def fingerprint(self) -> str:
-        """sha256 of everything that decides the bytes of the output.
+    def output_settings(self) -> dict[str, Any]:
+        """Every setting that decides the bytes of the output, as plain JSON values.
 
-        Leaves out where the output goes, how the work is executed and storage options
-        (which may hold credentials), so the same data built by any executor matches.
+        Leaves out where the output goes, how the work is executed, storage options (which
+        may hold credentials) and ``validation.on_error`` (it stops a build, it never changes
+        what a finished build holds), so the same data built by any executor matches. The
+        input is normalised (absolute local path, no trailing slash).
         """
-        relevant = self.model_dump(
-            mode="json", exclude={"output", "executor", "storage_options"}
-        )
-        return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        settings = self.model_dump(
+            mode="json",
+            exclude={"output": True, "executor": True, "storage_options": True,
+                     "validation": {"on_error"}},
+        )  # fmt: skip
+        settings["input"] = normalise_location(self.input)
+        return settings
+
+    def fingerprint(self) -> str:
+        """sha256 of :meth:`output_settings`: equal fingerprints, equal outputs."""
+        return settings_fingerprint(self.output_settings())
 
     def redacted(self) -> dict[str, Any]:
         """The config as a dict with storage option values hidden, for logs and reports."""
         data = self.model_dump(mode="json")
         data["storage_options"] = {key: "***" for key in self.storage_options}
         return data
+
+
+def normalise_location(url: str) -> str:
+    """A location as one canonical string: absolute local path, or URL without trailing /."""
+    if "://" in url:
+        return url.rstrip("/")
+    return os.path.abspath(os.path.expanduser(url))
+
+
+def settings_fingerprint(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def describe_changes(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf setting that differs (dotted keys)."""
+    changes = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += describe_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changes
 
 
 def load_config(
@@ -141,7 +174,7 @@ def load_config(
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(where, exc)) from None
+        raise ConfigError(_describe(where, exc, overrides or [])) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -185,9 +218,13 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
-def _describe(where: str, exc: ValidationError) -> str:
+def _describe(where: str, exc: ValidationError, overrides: list[str]) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("literal[")) or "(top)"
+    for item in overrides:  # blame the --set that introduced the key, not the file
+        set_key = item.partition("=")[0].strip()
+        if key == set_key or key.startswith(set_key + "."):
+            where = f"--set {item}"
     kind = err["type"]
     if kind == "extra_forbidden":
         fix = "remove it or check its spelling (see configs/full.yaml for every key)"

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import orjson
 from PIL import Image, ImageDraw
@@ -123,8 +123,9 @@ class DatasetSpec:
     """Raw lines appended to train.jsonl as they are (for reject tests)."""
 
 
-def make_dataset(root: Path, spec: Optional[DatasetSpec] = None) -> Path:
+def make_dataset(root: Union[str, Path], spec: Optional[DatasetSpec] = None) -> Path:
     """Write an Aria-format dataset with images, videos and text-only lines under ``root``."""
+    root = Path(root)
     spec = spec or DatasetSpec()
     rng = random.Random(spec.seed)
     (root / "images").mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional
 import orjson
 
 from shardify import __version__
+from shardify.config import settings_fingerprint
 from shardify.errors import ManifestError
 from shardify.schema import RejectRecord
 from shardify.storage import Location
@@ -121,11 +122,13 @@ def split_summary(source: str, results: Iterable[ShardResult]) -> dict[str, Any]
     }  # fmt: skip
 
 
-def make_manifest(config_sha256: str, splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def make_manifest(settings: dict[str, Any], splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The manifest: format, version, the settings that shaped the output and their hash."""
     return {
         "format": MANIFEST_FORMAT,
         "shardify_version": __version__,
-        "config_sha256": config_sha256,
+        "config_sha256": settings_fingerprint(settings),
+        "config": settings,
         "splits": splits,
     }
 

@@ -17,8 +17,8 @@ from typing import IO, Any, Iterator, Optional
 import orjson
 
 from shardify.build import build_shard
-from shardify.config import Config
-from shardify.errors import BuildError, ConfigError, OutputMismatchError
+from shardify.config import Config, describe_changes, settings_fingerprint
+from shardify.errors import AccessError, BuildError, ConfigError, OutputMismatchError
 from shardify.executors import make_executor
 from shardify.manifest import (
     BUILD_STATE_NAME,
@@ -74,11 +74,12 @@ def _run(config: Config, *, write: bool, overwrite: bool, progress: Optional[IO[
     started = time.monotonic()
     source = Location(config.input, config.storage_options)
     output = Location(config.output, config.storage_options)
-    source.check_readable()
-    output.check_writable()
+    check_locations(source, output)
     splits = resolve_splits(config, source)
-    fingerprint = config.fingerprint()
-    if write and prepare_output(output, fingerprint, overwrite=overwrite):
+    settings = config.output_settings()
+    if not write:
+        check_validate_output(output)
+    if write and prepare_output(output, settings, overwrite=overwrite):
         manifest = read_manifest(output)
         return BuildReport(manifest=manifest, elapsed_s=time.monotonic() - started,
                            executor="nothing to do", already_complete=True)  # fmt: skip
@@ -100,7 +101,7 @@ def _run(config: Config, *, write: bool, overwrite: bool, progress: Optional[IO[
                 results[result.shard.name] = result.without_rejects() if write else result
                 bar.update(result)
     bar.finish()
-    manifest = _finish(output, splits, plans, results, fingerprint, write=write)
+    manifest = _finish(output, splits, plans, results, settings, write=write)
     return BuildReport(manifest=manifest, elapsed_s=time.monotonic() - started,
                        executor=described, resumed_shards=len(tasks) - len(pending))  # fmt: skip
 
@@ -110,7 +111,7 @@ def _finish(
     splits: list[str],
     plans: dict[str, list[ShardTask]],
     results: dict[str, ShardResult],
-    fingerprint: str,
+    settings: dict[str, Any],
     *,
     write: bool,
 ) -> dict[str, Any]:
@@ -121,7 +122,7 @@ def _finish(
             info["shards"] = []
     output.makedirs()
     write_rejects(output, _iter_rejects(output, splits, plans, results, write=write))
-    manifest = make_manifest(fingerprint, summaries)
+    manifest = make_manifest(settings, summaries)
     if write:
         _remove_unplanned_shards(output, {t.name for ts in plans.values() for t in ts})
         _remove_temp_files(output)  # a task killed mid-write (then retried) leaves one
@@ -151,6 +152,22 @@ def _iter_rejects(
                     )
                 result = saved
             yield from result.rejects
+
+
+def check_locations(source: Location, output: Location) -> None:
+    """Fail at the start, with the config key in the message, when input or output is unusable."""
+    relative = " (relative paths are resolved from the current directory)"
+    for key, location, check in (("input", source, source.check_readable),
+                                 ("output", output, output.check_writable)):  # fmt: skip
+        try:
+            check()
+        except AccessError as exc:
+            hint = relative if location.is_local else ""
+            raise AccessError(f"{key}: {exc}{hint}") from None
+    if source.isfile(""):
+        raise ConfigError(
+            f"input: {source.display('')} is a file; give the dataset root that holds train.jsonl"
+        )
 
 
 def resolve_splits(config: Config, source: Location) -> list[str]:
@@ -211,39 +228,53 @@ def _finished(output: Location, task: ShardTask) -> Optional[ShardResult]:
     return result
 
 
-def prepare_output(output: Location, fingerprint: str, *, overwrite: bool) -> bool:
+def prepare_output(output: Location, settings: dict[str, Any], *, overwrite: bool) -> bool:
     """Make the output ready to (re)build; True when it already holds this exact build."""
+    fingerprint = settings_fingerprint(settings)
+    previous: Optional[dict[str, Any]] = None
     if has_manifest(output):
-        previous = read_manifest(output).get("config_sha256")
-        if previous == fingerprint and not overwrite:
+        previous = read_manifest(output)
+        if previous.get("config_sha256") == fingerprint and not overwrite:
             return True
-        if not overwrite:
-            raise OutputMismatchError(
-                f"{output.display('')} holds a finished build made with a different config; "
-                "rerun with --overwrite to replace it, or choose another output"
-            )
-        clear_output(output)
+        what = "a finished build"
     elif output.exists(BUILD_STATE_NAME):
-        state = orjson.loads(output.read_bytes(BUILD_STATE_NAME))
-        if overwrite or state.get("config_sha256") != fingerprint:
-            if not overwrite:
-                raise OutputMismatchError(
-                    f"{output.display('')} holds an unfinished build made with a different "
-                    "config; rerun with --overwrite to start over, or choose another output"
-                )
-            clear_output(output)
-    else:
-        leftovers = [n for n in output.list_names() if _is_ours(n)]
-        if leftovers and not overwrite:
-            raise OutputMismatchError(
-                f"{output.display('')} already holds {leftovers[0]} but no shardify build "
-                "state; rerun with --overwrite to replace it, or choose another output"
-            )
-        if leftovers:
-            clear_output(output)
+        previous = orjson.loads(output.read_bytes(BUILD_STATE_NAME))
+        what = "an unfinished build"
+    if previous is not None and previous.get("config_sha256") != fingerprint and not overwrite:
+        raise OutputMismatchError(
+            f"{output.display('')} holds {what} made with a different config"
+            f"{_changes(previous.get('config'), settings)}; rerun with --overwrite to start over, "
+            "or choose another output"
+        )
+    # A lone rejects.jsonl is a `shardify validate` report: the build replaces it.
+    leftovers = [n for n in output.list_names() if _is_ours(n) and n != REJECTS_NAME]
+    if previous is None and leftovers and not overwrite:
+        raise OutputMismatchError(
+            f"{output.display('')} already holds {leftovers[0]} but no shardify build "
+            "state; rerun with --overwrite to replace it, or choose another output"
+        )
+    if overwrite or (previous is not None and previous.get("config_sha256") != fingerprint):
+        clear_output(output)
     _remove_temp_files(output)
-    output.write_bytes(BUILD_STATE_NAME, orjson.dumps({"config_sha256": fingerprint}))
+    output.write_bytes(BUILD_STATE_NAME, orjson.dumps({"config_sha256": fingerprint, "config": settings}))
     return False
+
+
+def check_validate_output(output: Location) -> None:
+    """``validate`` writes rejects.jsonl: never over the report of a build."""
+    if has_manifest(output) or output.exists(BUILD_STATE_NAME):
+        raise OutputMismatchError(
+            f"{output.display('')} holds a shardify build; validate would replace its "
+            "rejects.jsonl. Validate into another output, e.g. --set output=validate-report"
+        )
+
+
+def _changes(before: Any, after: dict[str, Any]) -> str:
+    if not isinstance(before, dict):
+        return ""
+    changes = describe_changes(before, after)
+    shown = "; ".join(changes[:3]) + (f" (+{len(changes) - 3} more)" if len(changes) > 3 else "")
+    return f" ({shown})" if shown else ""
 
 
 def clear_output(output: Location) -> None:

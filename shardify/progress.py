@@ -67,37 +67,49 @@ class Progress:
         self.stream.flush()
 
 
-def format_summary(manifest: dict[str, Any], *, elapsed_s: float, executor: str,
-                   output: str, resumed_shards: int = 0, validate_only: bool = False) -> str:
+def format_summary(manifest: dict[str, Any], *, elapsed_s: float, executor: str, output: str,
+                   resumed_shards: int = 0, validate_only: bool = False,
+                   already_complete: bool = False) -> str:
     """The table printed after a build (or validate)."""
-    rows = []
+    out = [_split_table(manifest, with_shards=not validate_only)]
     reasons: Counter[str] = Counter()
     warnings: Counter[str] = Counter()
-    total_samples = 0
-    for split, info in manifest["splits"].items():
-        shard_bytes = sum(s["bytes"] for s in info["shards"])
-        rows.append((split, info["lines"], info["samples"], info["rejected"], info["blank"],
-                     len(info["shards"]), _human_bytes(shard_bytes)))
+    for info in manifest["splits"].values():
         reasons.update(info.get("rejects_by_reason", {}))
         warnings.update(info.get("warnings", {}))
-        total_samples += info["samples"]
-    head = ("split", "lines", "samples", "rejected", "blank", "shards", "bytes")
-    out = [_table(head, rows)]
     if reasons:
         out.append("rejects by reason:")
         out.extend(f"  {reason:<22} {count}" for reason, count in sorted(reasons.items()))
-        out.append("  details: rejects.jsonl")
+        out.append(f"  details: {output.rstrip('/')}/rejects.jsonl")
     if warnings:
         out.append("warnings:")
         out.extend(f"  {name:<22} {count}" for name, count in sorted(warnings.items()))
-    rate = total_samples / elapsed_s if elapsed_s > 0 else 0.0
-    what = "validated" if validate_only else "built"
-    out.append(f"{what} {total_samples} samples in {elapsed_s:.1f} s ({rate:,.0f} samples/s) "
-               f"with {executor}")
+    if already_complete:
+        out.append("already complete: this output holds a finished build of this config; "
+                   "nothing to do (--overwrite rebuilds it)")
+    else:
+        total = sum(info["samples"] for info in manifest["splits"].values())
+        rate = total / elapsed_s if elapsed_s > 0 else 0.0
+        what = "validated" if validate_only else "built"
+        out.append(f"{what} {total} samples in {elapsed_s:.1f} s ({rate:,.0f} samples/s) "
+                   f"with {executor}")
     if resumed_shards:
         out.append(f"resumed: {resumed_shards} shard(s) kept from an earlier run")
     out.append(f"output: {output}")
     return "\n".join(out)
+
+
+def _split_table(manifest: dict[str, Any], *, with_shards: bool) -> str:
+    head: tuple[str, ...] = ("split", "lines", "samples", "rejected", "blank")
+    rows = []
+    for split, info in manifest["splits"].items():
+        row: tuple[Any, ...] = (split, info["lines"], info["samples"], info["rejected"], info["blank"])
+        if with_shards:
+            row += (len(info["shards"]), human_bytes(sum(s["bytes"] for s in info["shards"])))
+        rows.append(row)
+    if with_shards:
+        head += ("shards", "bytes")
+    return _table(head, rows)
 
 
 def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
@@ -111,9 +123,10 @@ def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     return "\n".join(lines)
 
 
-def _human_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
+def human_bytes(size: float) -> str:
+    """``1536`` -> ``1.5 KiB`` (binary units, as ``shardify inspect`` prints them)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
-    return f"{size:.1f} TB"
+    return f"{size:.1f} TiB"

@@ -196,7 +196,8 @@ def test_changed_config_refuses_to_mix_outputs(tmp_path: Path, reject_build) -> 
     cfg = config_for(tmp_path, root, out)
     refused = run_cli("build", str(cfg), "--set", "shard.max_samples=2")
     assert refused.returncode == 2
-    assert "different config" in refused.stderr and "--overwrite" in refused.stderr
+    assert "different config (shard.max_samples: 3 -> 2)" in refused.stderr
+    assert "--overwrite" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     redo = run_cli("build", str(cfg), "--set", "shard.max_samples=2", "--overwrite")
     assert redo.returncode == 0, redo.stderr
@@ -273,6 +274,7 @@ def test_missing_train_jsonl_exits_2(tmp_path: Path) -> None:
     missing = write_config(tmp_path / "m.yaml", input=str(tmp_path / "nope"), output=str(tmp_path / "o"))
     result = run_cli("build", str(missing))
     assert result.returncode == 2 and "does not exist" in result.stderr
+    assert result.stderr.startswith("shardify: error: input: ") and "current directory" in result.stderr
 
 
 def test_kill_9_mid_build_then_rerun_is_byte_identical(tmp_path: Path) -> None:
@@ -322,3 +324,38 @@ def test_target_bytes_sizes_shards_from_media(tmp_path: Path) -> None:
         # The estimate counts tar headers and padding; the tar's end blocks and record
         # padding (< 10240 + 1024 bytes) come on top once per shard.
         assert shard["bytes"] <= target + 10240 + 1024
+
+
+def test_validate_then_build_into_the_same_output(tmp_path: Path) -> None:
+    root, expected = make_reject_dataset(tmp_path / "ds", tmp_path / "outside")
+    out = tmp_path / "out"
+    cfg = config_for(tmp_path, root, out)
+    assert run_cli("validate", str(cfg)).returncode == 0
+    built = run_cli("build", str(cfg))
+    assert built.returncode == 0, built.stderr
+    assert (out / "manifest.json").exists()
+    report = (out / "rejects.jsonl").read_text()
+    again = run_cli("validate", str(cfg), "--set", "video.max_num_frames=3")
+    assert again.returncode == 2 and "holds a shardify build" in again.stderr
+    assert (out / "rejects.jsonl").read_text() == report
+    assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_switching_on_error_resumes_without_overwrite(tmp_path: Path) -> None:
+    root, expected = make_reject_dataset(tmp_path / "ds", tmp_path / "outside")
+    out, clean = tmp_path / "out", tmp_path / "clean"
+    failed = run_cli("build", str(config_for(tmp_path, root, out)), "--set", "validation.on_error=fail")
+    assert failed.returncode == 1 and "validation.on_error: skip" in failed.stderr
+    resumed = run_cli("build", str(config_for(tmp_path, root, out)))
+    assert resumed.returncode == 0, resumed.stderr
+    assert run_cli("build", str(config_for(tmp_path, root, clean))).returncode == 0
+    assert shard_bytes(out) == shard_bytes(clean)
+
+
+def test_input_that_is_a_file_exits_2(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "ds", DatasetSpec(image_samples=1, video_samples=0, text_samples=1))
+    cfg = write_config(tmp_path / "c.yaml", input=str(root / "train.jsonl"), output=str(tmp_path / "o"),
+                       executor={"kind": "local"})
+    result = run_cli("build", str(cfg))
+    assert result.returncode == 2
+    assert "input:" in result.stderr and "is a file" in result.stderr

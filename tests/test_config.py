@@ -92,3 +92,20 @@ def test_fingerprint_ignores_how_and_where_but_not_what() -> None:
 def test_redacted_hides_storage_option_values() -> None:
     config = load_config({"input": "ds", "output": "o", "storage_options": {"secret": "s3cr3t"}})
     assert "s3cr3t" not in str(config.redacted())
+
+
+def test_set_errors_name_the_set_not_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("input: ds\noutput: o\n")
+    with pytest.raises(ConfigError, match=r"^--set shard\.maxsamples=3: unknown key 'shard\.maxsamples'"):
+        load_config(path, ["shard.maxsamples=3"])
+    with pytest.raises(ConfigError, match=r"^--set video\.jpeg_quality=0: bad value"):
+        load_config(path, ["video.jpeg_quality=0"])
+
+
+def test_output_settings_normalise_input_and_ignore_on_error() -> None:
+    a = load_config({"input": "ds/", "output": "o"})
+    b = load_config({"input": str(Path("ds").resolve()), "output": "o2",
+                     "validation": {"on_error": "fail"}})
+    assert a.output_settings() == b.output_settings() and a.fingerprint() == b.fingerprint()
+    assert "on_error" not in a.output_settings()["validation"]

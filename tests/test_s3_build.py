@@ -71,7 +71,7 @@ def new_bucket(server: S3Server) -> str:
 
 def assert_same_output(server: S3Server, bucket: str, prefix: str, reference: Reference) -> None:
     """The S3 output holds exactly the local build's files, shard for shard byte-identical
-    (the manifests differ only in config_sha256, as the input URL is part of the config;
+    (the manifests differ only in the input URL recorded in config and config_sha256;
     reject details name the dataset root)."""
     assert list_keys(server, bucket, prefix) == sorted(reference.files)
     for name, expected in reference.files.items():
@@ -79,6 +79,8 @@ def assert_same_output(server: S3Server, bucket: str, prefix: str, reference: Re
         if name == "manifest.json":
             got_doc, want_doc = orjson.loads(got), orjson.loads(expected)
             got_doc.pop("config_sha256"), want_doc.pop("config_sha256")
+            got_input, want_input = got_doc["config"].pop("input"), want_doc["config"].pop("input")
+            assert got_input.startswith("s3://") and not want_input.startswith("s3://")
             assert got_doc == want_doc
         elif name == "rejects.jsonl":
             assert [without_detail(r) for r in got.splitlines()] == [

@@ -27,9 +27,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     report = build(config, overwrite=args.overwrite, progress=sys.stderr)
-    if report.already_complete:
-        print(f"{config.output}: already built with this config (manifest.json present); "
-              "nothing to do. Use --overwrite to rebuild.")  # fmt: skip
     print(format_summary(report.manifest, elapsed_s=report.elapsed_s, executor=report.executor,
-                         output=config.output, resumed_shards=report.resumed_shards))  # fmt: skip
+                         output=config.output, resumed_shards=report.resumed_shards,
+                         already_complete=report.already_complete))  # fmt: skip
     return 0
