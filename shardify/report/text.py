@@ -56,7 +56,7 @@ def _scan_lines(scan: SplitScan) -> list[str]:
         f"{MODALITY_NAMES[m]} {scan.modalities[m]} ({percent(scan.modalities[m], scan.samples)})"
         for m in MODALITIES
     )
-    lines = [_row("modalities", f"{kinds}  [{scan.samples} samples in {scan.shards_read} shards]")]
+    lines = [_row("modalities", f"{kinds}  [{_count(scan.samples, 'sample')} in {_count(scan.shards_read, 'shard')}]")]
     if scan.frames_per_video:
         lines.append(_row("frames per video", _counts(scan.frames_per_video)))
     if scan.images_per_sample:
@@ -88,3 +88,7 @@ def _counts(counter: dict[int, int]) -> str:
     items = sorted(counter.items())
     shown = ", ".join(f"{value} x{count}" for value, count in items[:8])
     return shown + (f", ... ({len(items) - 8} more values)" if len(items) > 8 else "")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
