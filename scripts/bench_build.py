@@ -20,7 +20,6 @@ several. ``python scripts/bench_build.py [--smoke]`` prints the results as JSON;
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import CaseResult  # noqa: E402
+from benchlib import CaseResult, run_standalone  # noqa: E402
 
 log = logging.getLogger("bench.build")
 SIZES = ((640, 480), (800, 600), (1024, 768), (1280, 720))
@@ -350,16 +349,5 @@ def run(workdir: Path, smoke: bool) -> list[CaseResult]:
     return rows
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--workdir", type=Path, default=Path(".bench") / "build")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    results = run(args.workdir, args.smoke)
-    sys.stdout.write(json.dumps([r.to_json() for r in results], indent=1) + "\n")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_standalone(run, "build", __doc__))

@@ -15,8 +15,6 @@ prints the results as JSON.
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import sys
 import tarfile
@@ -24,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchlib import CaseResult, best_time  # noqa: E402
+from benchlib import CaseResult, best_time, run_standalone  # noqa: E402
 
 import shardify  # noqa: E402
 from shardify.datagen import DatasetSpec, make_dataset  # noqa: E402
@@ -87,14 +85,5 @@ def run(workdir: Path, smoke: bool) -> list[CaseResult]:
     ]  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
-    parser.add_argument("--workdir", default=".bench/inspect", help="where data is generated")
-    args = parser.parse_args()
-    results = run(Path(args.workdir), args.smoke)
-    print(json.dumps([r.to_json() for r in results], indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(run_standalone(run, "inspect", __doc__))

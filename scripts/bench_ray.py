@@ -16,8 +16,6 @@ One private local Ray (2 CPUs, loopback only) serves every case, started once:
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import subprocess
@@ -30,7 +28,7 @@ import orjson
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import CaseResult  # noqa: E402
+from benchlib import CaseResult, run_standalone  # noqa: E402
 
 log = logging.getLogger("bench.ray")
 # The driver runs this, then reports its own peak RSS (kB) as the last stdout line.
@@ -199,15 +197,5 @@ def make_lines_dataset(root: Path, lines: int) -> Path:
     return root
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--workdir", type=Path, default=Path(".bench/ray"))
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    results = run(args.workdir, args.smoke)
-    print(json.dumps([r.to_json() for r in results], indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(run_standalone(run, "ray", __doc__))

@@ -21,7 +21,7 @@ import orjson
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import CaseResult, best_time  # noqa: E402
+from benchlib import CaseResult, best_time, run_standalone  # noqa: E402
 
 
 def make_bench_output(workdir: Path, smoke: bool) -> tuple[Path, Path, int]:
@@ -169,9 +169,4 @@ def run(workdir: Path, smoke: bool) -> list[CaseResult]:
 
 
 if __name__ == "__main__":
-    import tempfile
-
-    smoke = "--smoke" in sys.argv
-    with tempfile.TemporaryDirectory(prefix="bench-reader-") as tmp:
-        results = run(Path(tmp), smoke)
-    print(json.dumps([r.to_json() for r in results], indent=2))
+    sys.exit(run_standalone(run, "reader", __doc__))

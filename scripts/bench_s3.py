@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO))
-from benchlib import CaseResult  # noqa: E402
+from benchlib import CaseResult, run_standalone  # noqa: E402
 
 log = logging.getLogger("bench.s3")
 FAULT_RATE = 0.02
@@ -130,16 +129,5 @@ def run(workdir: Path, smoke: bool) -> list[CaseResult]:
     ]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--workdir", type=Path, default=REPO / ".bench" / "s3")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    results = run(args.workdir, args.smoke)
-    sys.stdout.write(json.dumps([r.to_json() for r in results], indent=1) + "\n")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_standalone(run, "s3", __doc__))

@@ -18,7 +18,6 @@ shardify seeks) against decode-all. ``python scripts/bench_video.py [--smoke]`` 
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import CaseResult, best_time  # noqa: E402
+from benchlib import CaseResult, best_time, run_standalone  # noqa: E402
 
 log = logging.getLogger("bench.video")
 NUM_FRAMES = 8
@@ -179,15 +178,5 @@ def run(workdir: Path, smoke: bool) -> list[CaseResult]:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--workdir", type=Path, default=Path(".bench/video"))
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    results = run(args.workdir, args.smoke)
-    print(json.dumps([r.to_json() for r in results], indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(run_standalone(run, "video", __doc__))

@@ -7,10 +7,14 @@ Figures are ratios against a baseline measured in the same run (the machine is n
 
 from __future__ import annotations
 
+import argparse
 import gc
+import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 
 @dataclass
@@ -48,3 +52,16 @@ def best_time(fn: Callable[[], Any], *, repeat: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def run_standalone(run: Callable[[Path, bool], list[CaseResult]], area: str, doc: Optional[str]) -> int:
+    """``python scripts/bench_<area>.py [--smoke] [--workdir DIR]``: one module, JSON out."""
+    parser = argparse.ArgumentParser(description=(doc or area).strip().splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, finishes in seconds")
+    parser.add_argument("--workdir", type=Path, default=Path(".bench") / area,
+                        help="where data is generated (reused by the next run)")  # fmt: skip
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    results = run(args.workdir, args.smoke)
+    print(json.dumps([r.to_json() for r in results], indent=2))
+    return 0
