@@ -51,31 +51,10 @@ def make_textured_video(path: Path, *, frames: int = 600, width: int = 640, heig
                         fps: int = 30) -> Path:  # fmt: skip
     """A clip that decodes like camera footage (texture, motion, grain), unlike flat test
     patterns whose frames cost next to nothing to decode."""
-    from fractions import Fraction
+    from shardify.datagen import make_video
 
-    import av
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    small = rng.integers(0, 256, (height // 8 + 2, (width + frames * 3) // 8 + 2, 3), dtype=np.uint8)
-    texture = np.asarray(Image.fromarray(small).resize((small.shape[1] * 8, small.shape[0] * 8),
-                                                       Image.Resampling.BICUBIC)).astype(np.int16)  # fmt: skip
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        stream.codec_context.gop_size = 60
-        stream.options = {"preset": "veryfast", "crf": "23"}
-        for i in range(frames):
-            grain = rng.integers(-6, 7, (height, width, 1), dtype=np.int16)
-            array = np.clip(texture[:height, i * 3 : i * 3 + width] + grain, 0, 255).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return make_video(path, frames=frames, width=width, height=height, fps=fps, gop=60,
+                      pattern="textured", options={"preset": "veryfast", "crf": "23"})  # fmt: skip
 
 
 def _samples(out: Path) -> int:

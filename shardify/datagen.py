@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 import orjson
 from PIL import Image, ImageDraw
@@ -48,34 +48,48 @@ def make_video(
     codec: str = "libx264",
     gop: Optional[int] = None,
     pattern: str = "solid",
+    options: Optional[dict[str, str]] = None,
 ) -> Path:
-    """Encode a video with PyAV. ``pattern="solid"``: frame i is :func:`frame_color` (i),
-    so tests can tell which frame was picked; ``"moving"``: a moving gradient (realistic
-    compression for benchmarks)."""
+    """Encode a test video. ``pattern``: ``"solid"`` — frame i is :func:`frame_color` (i), so
+    tests can tell which frame was picked; ``"moving"`` — a moving gradient; ``"textured"`` —
+    texture, motion and grain that decode like camera footage. ``options`` replace the
+    encoder options (default for libx264: ultrafast, no B-frames)."""
+    makers = {"solid": _solid_frames, "moving": _moving_frames, "textured": _textured_frames}
+    if pattern not in makers:
+        raise ValueError(f"pattern must be one of {sorted(makers)}, got {pattern!r}")
+    if options is None and codec == "libx264":
+        options = {"preset": "ultrafast", "bf": "0"}
+    return encode_video(path, makers[pattern](frames, width, height), width=width, height=height,
+                        fps=fps, codec=codec, gop=gop, options=options)  # fmt: skip
+
+
+def encode_video(
+    path: Path,
+    frames: Iterable[Any],
+    *,
+    width: int,
+    height: int,
+    fps: int = 24,
+    codec: str = "libx264",
+    gop: Optional[int] = None,
+    options: Optional[dict[str, str]] = None,
+    container_options: Optional[dict[str, str]] = None,
+) -> Path:
+    """Encode RGB frames (``height x width x 3`` uint8 arrays) with PyAV, frame i at pts i."""
     import av
-    import numpy as np
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options=container_options or {}) as container:
         stream: Any = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = Fraction(1, fps)
         if gop:
             stream.codec_context.gop_size = gop
         if codec == "mpeg4":
             stream.bit_rate = 2_000_000
-        if codec == "libx264":
-            stream.options = {"preset": "ultrafast", "bf": "0"}
-        base = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
-        for i in range(frames):
-            if pattern == "solid":
-                array = np.empty((height, width, 3), dtype=np.uint8)
-                array[:, :] = frame_color(i)
-            else:
-                shifted = (base + i * 4) % 256
-                array = np.broadcast_to(shifted, (height, width, 3)).astype(np.uint8).copy()
-                array[:, :, 1] = (array[:, :, 1] + np.arange(height)[:, None] * 2 % 256).astype(np.uint8)
+        if options:
+            stream.options = options
+        for i, array in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(array, format="rgb24")
             frame.pts = i
             for packet in stream.encode(frame):
@@ -83,6 +97,38 @@ def make_video(
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def _solid_frames(frames: int, width: int, height: int) -> Iterator[Any]:
+    import numpy as np
+
+    for i in range(frames):
+        array = np.empty((height, width, 3), dtype=np.uint8)
+        array[:, :] = frame_color(i)
+        yield array
+
+
+def _moving_frames(frames: int, width: int, height: int) -> Iterator[Any]:
+    import numpy as np
+
+    base = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    for i in range(frames):
+        shifted = (base + i * 4) % 256
+        array = np.broadcast_to(shifted, (height, width, 3)).astype(np.uint8).copy()
+        array[:, :, 1] = (array[:, :, 1] + np.arange(height)[:, None] * 2 % 256).astype(np.uint8)
+        yield array
+
+
+def _textured_frames(frames: int, width: int, height: int) -> Iterator[Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (height // 8 + 2, (width + frames * 3) // 8 + 2, 3), dtype=np.uint8)
+    texture = np.asarray(Image.fromarray(small).resize((small.shape[1] * 8, small.shape[0] * 8),
+                                                       Image.Resampling.BICUBIC)).astype(np.int16)  # fmt: skip
+    for i in range(frames):
+        grain = rng.integers(-6, 7, (height, width, 1), dtype=np.int16)
+        yield np.clip(texture[:height, i * 3 : i * 3 + width] + grain, 0, 255).astype(np.uint8)
 
 
 def chat(user_items: list[dict[str, Any]], answer: str) -> list[dict[str, Any]]:
