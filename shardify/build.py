@@ -6,7 +6,10 @@ executor only ships the small :class:`~shardify.planning.ShardTask` and the conf
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import os
+import posixpath
 import stat
 from collections import Counter
 from dataclasses import dataclass
@@ -253,4 +256,28 @@ def _read_regular_file(real: str, shown: str) -> Optional[bytes]:
 
 
 def _missing(source: Location, path: str, where: str) -> MediaError:
-    return MediaError(MISSING_FILE, f"{where} {path!r} not found under {source.display('')}")
+    hint = _close_match(source, path) if source.is_local else None
+    return MediaError(
+        MISSING_FILE,
+        f"{where} {path!r} not found under {source.display('')}"
+        + (f"; did you mean {hint!r}?" if hint else ""),
+    )
+
+
+def _close_match(source: Location, path: str) -> Optional[str]:
+    """A similarly named file for a missing local path (typo in a name or folder), if any."""
+    head, name = posixpath.split(path)
+    folders = [head] if os.path.isdir(source.path(head)) else _close_names(source, "", head, dirs=True)
+    for folder in folders:
+        for match in _close_names(source, folder, name, dirs=False):
+            return posixpath.join(folder, match) if folder else match
+    return None
+
+
+def _close_names(source: Location, folder: str, name: str, *, dirs: bool) -> list[str]:
+    try:
+        with os.scandir(source.path(folder)) as entries:
+            names = [e.name for e in itertools.islice(entries, 10_000) if e.is_dir() == dirs]
+    except OSError:
+        return []
+    return difflib.get_close_matches(name, names, n=1, cutoff=0.75)
