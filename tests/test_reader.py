@@ -173,6 +173,7 @@ def test_corrupt_samples_are_skipped_counted_or_raised(
     assert len(keys) == len(ds) == SAMPLES
     assert bad_image not in keys and bad_json not in keys
     assert ds.stats.skipped_samples == 2
+    assert ds.stats.reasons == {"undecodable_sample": 2}
     assert sum("skipping a corrupt sample" in r.message for r in caplog.records) == 2
     with pytest.raises(ReaderError, match="does not decode"):
         list(ShardDataset(str(out), shuffle=False, on_error="raise"))
@@ -184,9 +185,10 @@ def test_truncated_shard_keeps_counts_equal(reader_build: ReaderBuild, tmp_path:
     members = _members(shard)
     cut = next(m for m in members if m.name.startswith(members[0].name[:9]) is False)
     shard.write_bytes(shard.read_bytes()[: cut.offset_data + cut.size // 2])  # mid-member
-    per_rank = [list(ShardDataset(str(out), rank=r, world_size=2, seed=5, transform=_key))
-                for r in range(2)]  # fmt: skip
+    datasets = [ShardDataset(str(out), rank=r, world_size=2, seed=5, transform=_key) for r in range(2)]
+    per_rank = [list(ds) for ds in datasets]
     assert [len(keys) for keys in per_rank] == [10, 10]
+    assert sum(ds.stats.reasons.get("corrupt_shard", 0) for ds in datasets) == SHARD_SIZES[1] - 1
     readable = {f"{i:09d}" for i in range(SAMPLES)}
     assert len(set(per_rank[0]) | set(per_rank[1])) == SAMPLES - (SHARD_SIZES[1] - 1)
     assert set(per_rank[0]) | set(per_rank[1]) <= readable

@@ -205,6 +205,8 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
             if self.on_error == "raise":
                 raise ReaderError(f"{self.location.url}: {exc}") from None
             self.stats.skipped_samples += 1
+            kind = "corrupt_shard" if isinstance(item, SampleFailure) else "undecodable_sample"
+            self.stats.reasons[kind] = self.stats.reasons.get(kind, 0) + 1
             log.warning("%s: skipping a corrupt sample (%s); another sample takes its place "
                         "(%d skipped in this process)", self.location.url, exc,
                         self.stats.skipped_samples)  # fmt: skip
