@@ -81,6 +81,9 @@ class VideoConfig(_Model):
     jpeg_quality: int = Field(90, ge=1, le=100)
     max_side: Optional[int] = Field(None, ge=1)
     timeout_s: float = Field(120.0, gt=0)
+    seek: Literal["auto", "never"] = Field(
+        "auto", description="auto: seek for sparse frames when the packet table is trusted"
+    )
 
 
 class Config(_Model):

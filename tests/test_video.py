@@ -67,6 +67,18 @@ def test_seeking_gives_the_same_bytes_as_decoding_everything(
     assert shown_indices(seeking, seeking.total_frames) == list(seeking.frame_indices)
 
 
+def test_seek_never_always_counts_and_gives_the_same_bytes(
+    video_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(video_files["gop"])
+    seeking = extract_video(path, num_frames=4)
+    seeks = Calls(monkeypatch, "decode_seeking")
+    counts = Calls(monkeypatch, "decode_counting")
+    never = extract_video(path, num_frames=4, seek="never")
+    assert (seeks.count, counts.count) == (0, 1)
+    assert never == seeking
+
+
 def test_a_lying_packet_table_falls_back_to_counting(
     video_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -111,8 +111,11 @@ def extract_video(
     sampling: Sampling = "aria",
     jpeg_quality: int = 90,
     max_side: Optional[int] = None,
+    seek: Literal["auto", "never"] = "auto",
 ) -> ExtractedVideo:
     """Decode the sampled frames of the video file at ``path`` and encode them as JPEG.
+
+    ``seek="never"`` always decodes from the start (see docs/video.md for the trade-off).
 
     Raises MediaError(unreadable_video) when the file cannot be opened, has no video
     stream, or no frame decodes.
@@ -121,7 +124,8 @@ def extract_video(
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     with ExitStack() as stack:
         container, stream = _open(path, stack)
-        picked, indices, warning = _pick(path, container, stream, stack, num_frames, sampling)
+        picked, indices, warning = _pick(path, container, stream, stack, num_frames, sampling,
+                                         seek=seek)  # fmt: skip
         order = list(dict.fromkeys(indices))
         first = picked.frames[indices[0]]
         reformatter = _reformatter()
@@ -160,7 +164,8 @@ def _open(path: str, stack: ExitStack) -> tuple[Any, Any]:
 
 
 def _pick(
-    path: str, container: Any, stream: Any, stack: ExitStack, num_frames: int, sampling: Sampling
+    path: str, container: Any, stream: Any, stack: ExitStack, num_frames: int, sampling: Sampling,
+    *, seek: str = "auto",
 ) -> tuple[Any, list[int], Optional[str]]:
     """Decode what is needed: seek when it pays and the table is trusted, else count."""
     from shardify.media import video_decode as vd
@@ -168,7 +173,7 @@ def _pick(
     table = vd.read_packets(container, stream)
     fresh = True
     index = vd.rank_index(table, int(stream.frames or 0), container.format.name)
-    if index is not None:
+    if index is not None and seek == "auto":
         targets = sample_indices(len(index.sorted_pts), num_frames, sampling)
         plan = vd.should_seek(index, targets)
         if plan is not None:

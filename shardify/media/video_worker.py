@@ -59,6 +59,7 @@ class VideoWorker:
         jpeg_quality: int,
         max_side: Optional[int],
         timeout_s: float,
+        seek: str = "auto",
     ) -> ExtractedVideo:
         """:func:`~shardify.media.video.extract_video` in the helper, within ``timeout_s``.
 
@@ -66,7 +67,7 @@ class VideoWorker:
         passes, unreadable_video when the helper dies while decoding.
         """
         request = {"path": path, "num_frames": num_frames, "sampling": sampling,
-                   "jpeg_quality": jpeg_quality, "max_side": max_side}  # fmt: skip
+                   "jpeg_quality": jpeg_quality, "max_side": max_side, "seek": seek}  # fmt: skip
         with self._lock:
             proc = self._ensure()
             deadline = time.monotonic() + timeout_s
@@ -148,7 +149,7 @@ def extract_video_file(
     (the copy is not part of the time limit).
     """
     options = {"num_frames": num_frames, "sampling": config.sampling, "jpeg_quality": config.jpeg_quality,
-               "max_side": config.max_side, "timeout_s": config.timeout_s}  # fmt: skip
+               "max_side": config.max_side, "timeout_s": config.timeout_s, "seek": config.seek}  # fmt: skip
     if source.is_local:
         return get_worker().extract(source.path(name), **options)  # type: ignore[arg-type]
     suffix = os.path.splitext(name)[1][:16]
