@@ -123,10 +123,11 @@ def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     return "\n".join(lines)
 
 
-def human_bytes(size: float) -> str:
-    """``1536`` -> ``1.5 KiB`` (binary units, as ``shardify inspect`` prints them)."""
+def human_bytes(value: float) -> str:
+    """``1536`` -> ``1.5 KiB``: sizes as people read them (binary units, everywhere)."""
+    size = float(value)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"

@@ -8,6 +8,7 @@ from xml.etree import ElementTree
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shardify.progress import human_bytes
 from shardify.report import ReportOptions, render_html
 from shardify.report.charts import (
     byte_unit,
@@ -20,7 +21,7 @@ from shardify.report.charts import (
 from shardify.report.collect import Report
 from shardify.report.html import MAX_COLUMNS
 from shardify.report.sampling import _spread, choose_picks, choose_shards
-from shardify.report.stats import Distribution, ShardRef, SplitScan, human_bytes, summarize_manifest
+from shardify.report.stats import Distribution, ShardRef, SplitScan, summarize_manifest
 
 SHARD_COUNTS = st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=30)
 

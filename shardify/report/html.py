@@ -12,6 +12,7 @@ from collections import Counter
 from html import escape
 from typing import Sequence
 
+from shardify.progress import human_bytes
 from shardify.report import charts
 from shardify.report.collect import Report
 from shardify.report.sheet import contact_sheet, reject_tables
@@ -20,7 +21,6 @@ from shardify.report.stats import (
     ShardRef,
     SplitScan,
     SplitSummary,
-    human_bytes,
     percent,
 )
 from shardify.report.style import CSS, MODALITY_COLOURS, REJECT_COLOUR, SPLIT_COLOURS

@@ -170,15 +170,5 @@ def iter_texts(messages: Any) -> list[tuple[str, str]]:
     return found
 
 
-def human_bytes(value: float) -> str:
-    """``1536`` -> ``1.5 KiB``: sizes as people read them."""
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
 def percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "-"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Callable
 
+from shardify.progress import human_bytes
 from shardify.report.collect import Report
 from shardify.report.stats import (
     MODALITIES,
     Distribution,
     SplitScan,
     SplitSummary,
-    human_bytes,
     percent,
 )
 
