@@ -20,6 +20,12 @@ def member_name(key: str, suffix: str) -> str:
     return f"{key}.{suffix}"
 
 
+def split_member_name(name: str) -> tuple[str, str]:
+    """The inverse of :func:`member_name`: ``KEY.suffix`` -> ``(KEY, suffix)``."""
+    key, _, suffix = name.partition(".")
+    return key, suffix
+
+
 def member_bytes(size: int) -> int:
     """Bytes a member of ``size`` bytes takes in a shard: header plus padded data."""
     return tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE

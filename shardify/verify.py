@@ -13,6 +13,7 @@ from PIL import Image
 
 from shardify.manifest import read_manifest, read_rejects
 from shardify.storage import Location
+from shardify.tarwriter import split_member_name
 
 _CHUNK = 1 << 20
 
@@ -89,7 +90,7 @@ def _check_members(stream: IO[bytes], shard: str, report: VerifyReport) -> int:
     docs: dict[str, Any] = {}
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
-            key, _, suffix = member.name.partition(".")
+            key, suffix = split_member_name(member.name)
             data = tar.extractfile(member).read() if member.isfile() else b""  # type: ignore[union-attr]
             report.members += 1
             keys.setdefault(key, set()).add(suffix)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shardify.schema import sample_key
-from shardify.tarwriter import TarShardWriter, member_name
+from shardify.tarwriter import TarShardWriter, member_name, split_member_name
 
 
 def write(members: list[tuple[str, bytes]]) -> tuple[bytes, int, str]:
@@ -57,6 +57,7 @@ def test_member_names_split_at_the_first_dot(index: int, suffix: str) -> None:
     name = member_name(sample_key(index), suffix)
     key, _, rest = name.partition(".")
     assert key == sample_key(index) and rest == suffix
+    assert split_member_name(name) == (key, suffix)
 
 
 def test_keys_with_dots_are_refused() -> None:

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Optional, Union
 
 from shardify.errors import StorageError
 from shardify.storage import Location
+from shardify.tarwriter import split_member_name
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def _group_members(
     current: Optional[RawSample] = None
     try:
         for member in tar:
-            key, _, suffix = member.name.partition(".")
+            key, suffix = split_member_name(member.name)
             if current is None or key != current.key:
                 if current is not None and current.index >= first and wanted(current.index):
                     yield current

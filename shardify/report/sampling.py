@@ -25,6 +25,7 @@ from PIL import Image
 from shardify.errors import StorageError
 from shardify.report.stats import ShardRef, SplitScan
 from shardify.storage import Location
+from shardify.tarwriter import split_member_name
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def _scan_one(output: Location, shard: ShardRef, wanted: set[int], scan: SplitSc
         for info in tar:
             if not info.isfile():
                 continue
-            member_key, _, suffix = posixpath.basename(info.name).partition(".")
+            member_key, suffix = split_member_name(posixpath.basename(info.name))
             if member_key != key:
                 _finish(shard, key, ordinal in wanted, members, scan, picked)
                 key, members, ordinal = member_key, {}, ordinal + 1
