@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -16,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shardify.errors import ConfigError
+from shardify.storage import normalise_location
 
 DEFAULT_NUM_FRAMES = 8
 """What the Aria loader uses when ``num_frames`` is missing, null or <= 0."""
@@ -138,13 +138,6 @@ class Config(_Model):
         data = self.model_dump(mode="json")
         data["storage_options"] = {key: "***" for key in self.storage_options}
         return data
-
-
-def normalise_location(url: str) -> str:
-    """A location as one canonical string: absolute local path, or URL without trailing /."""
-    if "://" in url:
-        return url.rstrip("/")
-    return os.path.abspath(os.path.expanduser(url))
 
 
 def settings_fingerprint(settings: dict[str, Any]) -> str:

@@ -53,11 +53,18 @@ _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN
 _USERINFO = re.compile(r"(?<=://)[^/@]*@")
 
 
+
+def normalise_location(url: str) -> str:
+    """A location as one canonical string: absolute local path, or URL without trailing /."""
+    if "://" in url:
+        return url.rstrip("/")
+    return os.path.abspath(os.path.expanduser(url))
+
 class Location:
     """A root directory on some filesystem; names below it are ``/``-separated."""
 
     def __init__(self, url: str, storage_options: Optional[dict[str, Any]] = None) -> None:
-        self.url = url.rstrip("/") if "://" in url else os.path.abspath(os.path.expanduser(url))
+        self.url = normalise_location(url)
         self.storage_options = dict(storage_options or {})
         try:
             fs, root = url_to_fs(self.url, **self.storage_options)
