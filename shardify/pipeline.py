@@ -223,9 +223,11 @@ def _finished(output: Location, task: ShardTask) -> Optional[ShardResult]:
     result = load_result(output, task.name)
     if result is None or result.shard.name != task.name:
         return None
-    if not output.exists(task.name) or output.size(task.name) != result.shard.bytes:
+    try:  # one stat: a missing tar raises, a partial one has the wrong size
+        complete = output.size(task.name) == result.shard.bytes
+    except FileNotFoundError:
         return None
-    return result
+    return result if complete else None
 
 
 def prepare_output(output: Location, settings: dict[str, Any], *, overwrite: bool) -> bool:
