@@ -7,6 +7,7 @@ executor only ships the small :class:`~shardify.planning.ShardTask` and the conf
 from __future__ import annotations
 
 import difflib
+import errno
 import itertools
 import os
 import posixpath
@@ -22,14 +23,9 @@ from shardify.errors import BuildError, MediaError, SampleError, StorageError
 from shardify.manifest import ShardRecord, ShardResult, save_result
 from shardify.media.images import check_image
 from shardify.planning import ShardTask
-from shardify.schema import (
-    MISSING_FILE,
-    PATH_OUTSIDE_ROOT,
-    RejectRecord,
-    SampleRecord,
-    is_blank,
-    parse_line,
-)
+from shardify.progress import human_bytes
+from shardify.rejects import FILE_TOO_LARGE, MISSING_FILE, PATH_OUTSIDE_ROOT, UNREADABLE_FILE
+from shardify.schema import RejectRecord, SampleRecord, is_blank, parse_line
 from shardify.storage import Location
 from shardify.tarwriter import TarShardWriter, member_name
 
@@ -151,8 +147,9 @@ def make_sample(record: SampleRecord, source: Location, config: Config) -> Sampl
     if record.image_paths:
         suffixes = []
         for i, path in enumerate(record.image_paths):
+            data = read_media(source, path, f"images[{i}]", max_bytes=config.validation.max_image_bytes)
             checked = check_image(
-                read_media(source, path, f"images[{i}]"),
+                data,
                 decode=config.validation.decode, max_pixels=config.validation.max_image_pixels,
                 reencode=config.image.reencode, quality=config.image.quality,
             )  # fmt: skip
@@ -181,8 +178,10 @@ def _video_members(
 
     if record.video_path is None or record.num_frames is None:
         raise BuildError(f"line {record.line}: video record without path or num_frames")
-    resolve_media(source, record.video_path, "video.path")
-    video = extract_video_file(source, record.video_path, num_frames=record.num_frames, config=config.video)
+    limit = config.validation.max_video_bytes
+    resolve_media(source, record.video_path, "video.path", max_bytes=limit)
+    video = extract_video_file(source, record.video_path, num_frames=record.num_frames,
+                               config=config.video, max_bytes=limit)  # fmt: skip
     doc: dict[str, Any] = {
         "path": record.data["video"]["path"],
         "num_frames": record.num_frames,
@@ -201,30 +200,44 @@ def _video_members(
     return doc, members, WARN_VIDEO_PARTIAL if video.warning else None
 
 
-def resolve_media(source: Location, path: str, where: str) -> None:
-    """Check that ``path`` stays inside the root and names an existing file."""
-    if source.is_local:
-        _local_media_path(source, path, where)
-    if not source.isfile(path):
-        raise _missing(source, path, where)
+def resolve_media(source: Location, path: str, where: str, *, max_bytes: Optional[int] = None) -> None:
+    """Check that ``path`` stays inside the root and names a readable regular file.
 
-
-def read_media(source: Location, path: str, where: str) -> bytes:
-    """The bytes of a media file inside the root; MediaError when outside it or missing.
-
-    A local root reads the resolved path with one ``open`` (the fsspec ``info`` +
-    ``cat_file`` pair cost a third of a pass-through build); anything but a regular file
-    is missing, as ``isfile`` would say.
+    Raises MediaError for anything that concerns this one file (missing, a symlink loop, a
+    name too long, a socket, no permission, larger than ``max_bytes``); a failure of the
+    store itself (EIO, an outage) stays a StorageError and stops the build.
     """
     if source.is_local:
-        data = _read_regular_file(_local_media_path(source, path, where), source.display(path))
-        if data is None:
-            raise _missing(source, path, where)
-        return data
+        real = _local_media_path(source, path, where)
+        _check_local_stat(_stat_media(real, source, path, where), source, path, where, max_bytes)
+        return
+    if not source.isfile(path):
+        raise _missing(source, path, where)
+    if max_bytes is not None:
+        size = source.size(path)
+        if size > max_bytes:
+            raise _too_large(where, path, size, max_bytes)
+
+
+def read_media(source: Location, path: str, where: str, *, max_bytes: Optional[int] = None) -> bytes:
+    """The bytes of a media file inside the root; MediaError when it is not a readable file.
+
+    Memory is bounded: a file above ``max_bytes`` is rejected from its size before any byte
+    is read (local: one ``fstat``; remote: a ranged GET of at most ``max_bytes + 1`` bytes).
+    A local root reads the resolved path with one ``open`` (the fsspec ``info`` +
+    ``cat_file`` pair cost a third of a pass-through build).
+    """
+    if source.is_local:
+        return _read_local(source, _local_media_path(source, path, where), path, where, max_bytes)
     try:  # one GET; a missing object raises FileNotFoundError (no HEAD first)
-        return source.read_bytes(path)
+        if max_bytes is None:
+            return source.read_bytes(path)
+        data = source.read_range(path, 0, max_bytes + 1)
     except (FileNotFoundError, IsADirectoryError):
         raise _missing(source, path, where) from None
+    if len(data) > max_bytes:
+        raise _too_large(where, path, source.size(path), max_bytes)
+    return data
 
 
 def _local_media_path(source: Location, path: str, where: str) -> str:
@@ -236,23 +249,75 @@ def _local_media_path(source: Location, path: str, where: str) -> str:
     return real
 
 
-def _read_regular_file(real: str, shown: str) -> Optional[bytes]:
-    """The file's bytes, or None when it does not exist or is not a regular file."""
+# errno values that say something about one file, never about the store (docs: "What stops
+# a build and what does not"). Anything else (EIO, ENOSPC, ...) fails the build.
+_MISSING_ERRNOS = {errno.ENOENT, errno.ENOTDIR}
+_FILE_ERRNOS = {errno.ELOOP, errno.ENAMETOOLONG, errno.ENXIO, errno.EACCES, errno.EPERM,
+                errno.EISDIR, errno.ENODEV, errno.EOVERFLOW, errno.EINVAL}  # fmt: skip
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))  # fmt: skip
+
+
+def _os_error(exc: OSError, source: Location, path: str, where: str, doing: str) -> Exception:
+    """A per-sample MediaError for errors about this file; StorageError for the store's."""
+    if exc.errno in _MISSING_ERRNOS:
+        return _missing(source, path, where)
+    words = exc.strerror or str(exc)
+    if exc.errno in _FILE_ERRNOS:
+        return MediaError(UNREADABLE_FILE, f"{where} {_shown(path)}: cannot {doing}: {words}")
+    return StorageError(f"{source.display(_shown(path))}: cannot {doing}: {words}")
+
+
+def _stat_media(real: str, source: Location, path: str, where: str) -> os.stat_result:
+    try:
+        return os.stat(real)
+    except OSError as exc:
+        raise _os_error(exc, source, path, where, "stat") from None
+
+
+def _check_local_stat(
+    st: os.stat_result, source: Location, path: str, where: str, max_bytes: Optional[int]
+) -> None:
+    for is_kind, kind in _KINDS:
+        if is_kind(st.st_mode):
+            if kind == "a directory":
+                raise _missing(source, path, where)
+            raise MediaError(UNREADABLE_FILE, f"{where} {_shown(path)} is {kind}, not a regular file")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise _too_large(where, path, st.st_size, max_bytes)
+
+
+def _read_local(source: Location, real: str, path: str, where: str, max_bytes: Optional[int]) -> bytes:
+    """Read a regular file whole, after its fstat said what it is and how big."""
     try:
         fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return None
     except OSError as exc:
-        raise StorageError(f"{shown}: cannot read: {exc}") from exc
+        raise _os_error(exc, source, path, where, "open") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
+        st = os.fstat(fd)
+        _check_local_stat(st, source, path, where, max_bytes)
         with open(fd, "rb", closefd=False) as handle:
-            return handle.read()
+            data = handle.read(st.st_size + 1)
     except OSError as exc:
-        raise StorageError(f"{shown}: cannot read: {exc}") from exc
+        raise _os_error(exc, source, path, where, "read") from None
     finally:
         os.close(fd)
+    if len(data) != st.st_size:
+        raise MediaError(UNREADABLE_FILE, f"{where} {_shown(path)} changed size while it was read "
+                                          f"({st.st_size} -> {len(data)}+ bytes); rerun the build")  # fmt: skip
+    return data
+
+
+def _too_large(where: str, path: str, size: int, limit: int) -> MediaError:
+    return MediaError(FILE_TOO_LARGE, f"{where} {_shown(path)} is {human_bytes(size)} "
+                                      f"({size} bytes), above the limit of {human_bytes(limit)}; "
+                                      "raise validation.max_image_bytes / max_video_bytes")  # fmt: skip
+
+
+def _shown(path: str) -> str:
+    """A path for a message: quoted, and cut when absurdly long (a 5000-byte name)."""
+    text = repr(path)
+    return text if len(text) <= 160 else text[:120] + f"...' ({len(path)} characters)"
 
 
 def _missing(source: Location, path: str, where: str) -> MediaError:

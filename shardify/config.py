@@ -55,6 +55,12 @@ class ValidationConfig(_Model):
     decode: Literal["full", "header"] = "full"
     on_error: Literal["skip", "fail"] = "skip"
     max_image_pixels: int = Field(89_478_485, ge=1)
+    max_image_bytes: int = Field(
+        256 << 20, ge=1, description="an image file above this size is rejected before it is read"
+    )
+    max_video_bytes: int = Field(
+        16 << 30, ge=1, description="a video file above this size is rejected (remote ones before the copy)"
+    )
 
 
 class ImageConfig(_Model):

@@ -21,24 +21,16 @@ CONTENT_TYPES = ("text", "image", "video")
 BOM = b"\xef\xbb\xbf"
 KEY_DIGITS = 9
 
-# Reject codes (CONTRACT.md §4). Media codes are raised by shardify.media.
-INVALID_JSON = "invalid_json"
-INVALID_SCHEMA = "invalid_schema"
-IMAGE_COUNT_MISMATCH = "image_count_mismatch"
-VIDEO_COUNT_MISMATCH = "video_count_mismatch"
-IMAGES_AND_VIDEO = "images_and_video"
-PATH_OUTSIDE_ROOT = "path_outside_root"
-MISSING_FILE = "missing_file"
-UNREADABLE_IMAGE = "unreadable_image"
-IMAGE_TOO_LARGE = "image_too_large"
-UNREADABLE_VIDEO = "unreadable_video"
-BAD_NUM_FRAMES = "bad_num_frames"
-VIDEO_TIMEOUT = "video_timeout"
-REJECT_CODES = (
-    INVALID_JSON, INVALID_SCHEMA, IMAGE_COUNT_MISMATCH, VIDEO_COUNT_MISMATCH, IMAGES_AND_VIDEO,
-    PATH_OUTSIDE_ROOT, MISSING_FILE, UNREADABLE_IMAGE, IMAGE_TOO_LARGE, UNREADABLE_VIDEO,
-    BAD_NUM_FRAMES, VIDEO_TIMEOUT,
-)  # fmt: skip
+from shardify.rejects import (  # noqa: E402 - the codes live in one module
+    BAD_NUM_FRAMES,
+    IMAGE_COUNT_MISMATCH,
+    IMAGES_AND_VIDEO,
+    INVALID_JSON,
+    INVALID_SCHEMA,
+    PATH_OUTSIDE_ROOT,
+    VIDEO_COUNT_MISMATCH,
+)
+from shardify.rejects import REJECT_CODES  # noqa: E402,F401 - re-exported for callers of schema
 
 _URL_SCHEMES = ("data:", "file:", "http:", "https:", "ftp:", "s3:", "gs:", "gcs:", "az:", "abfs:", "hf:")
 

@@ -18,9 +18,7 @@ from typing import Literal, Union
 from PIL import Image, UnidentifiedImageError
 
 from shardify.errors import MediaError
-
-IMAGE_TOO_LARGE = "image_too_large"
-UNREADABLE_IMAGE = "unreadable_image"
+from shardify.rejects import IMAGE_TOO_LARGE, UNREADABLE_IMAGE
 
 # Pillow format name -> member extension. Anything else: the lower-cased format name.
 _EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif",

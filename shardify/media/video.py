@@ -24,9 +24,7 @@ from typing import Any, Literal, Optional
 from PIL import Image
 
 from shardify.errors import MediaError
-
-UNREADABLE_VIDEO = "unreadable_video"
-VIDEO_TIMEOUT = "video_timeout"
+from shardify.rejects import FILE_TOO_LARGE, UNREADABLE_VIDEO, VIDEO_TIMEOUT  # noqa: F401
 
 Sampling = Literal["aria", "uniform"]
 log = logging.getLogger(__name__)

@@ -19,7 +19,6 @@ import logging
 import os
 import pickle
 import select
-import shutil
 import struct
 import subprocess
 import sys
@@ -30,7 +29,8 @@ from typing import IO, Any, Optional
 
 from shardify.config import VideoConfig
 from shardify.errors import MediaError
-from shardify.media.video import UNREADABLE_VIDEO, VIDEO_TIMEOUT, ExtractedVideo, Sampling
+from shardify.media.video import ExtractedVideo, Sampling
+from shardify.rejects import FILE_TOO_LARGE, UNREADABLE_VIDEO, VIDEO_TIMEOUT
 from shardify.storage import Location
 
 log = logging.getLogger(__name__)
@@ -141,12 +141,14 @@ def get_worker() -> VideoWorker:
 
 
 def extract_video_file(
-    source: Location, name: str, *, num_frames: int, config: VideoConfig
+    source: Location, name: str, *, num_frames: int, config: VideoConfig,
+    max_bytes: Optional[int] = None,
 ) -> ExtractedVideo:
     """Extract the frames of ``name`` under ``source`` in this process's helper.
 
     Local files are read in place; remote ones are first copied to a local temporary file
-    (the copy is not part of the time limit).
+    (the copy is not part of the time limit, and stops with ``file_too_large`` past
+    ``max_bytes``).
     """
     options = {"num_frames": num_frames, "sampling": config.sampling, "jpeg_quality": config.jpeg_quality,
                "max_side": config.max_side, "timeout_s": config.timeout_s, "seek": config.seek}  # fmt: skip
@@ -156,10 +158,20 @@ def extract_video_file(
     handle, path = tempfile.mkstemp(prefix="shardify-video-", suffix=suffix)
     try:
         with os.fdopen(handle, "wb") as out, source.open(name, "rb") as remote:
-            shutil.copyfileobj(remote, out, 1 << 20)
+            _copy_bounded(remote, out, max_bytes, name)
         return get_worker().extract(path, **options)  # type: ignore[arg-type]
     finally:
         os.unlink(path)
+
+
+def _copy_bounded(src: IO[bytes], dst: IO[bytes], max_bytes: Optional[int], name: str) -> None:
+    copied = 0
+    while chunk := src.read(1 << 20):
+        copied += len(chunk)
+        if max_bytes is not None and copied > max_bytes:
+            raise MediaError(FILE_TOO_LARGE, f"video.path {name!r} is larger than "
+                                             f"validation.max_video_bytes={max_bytes}")  # fmt: skip
+        dst.write(chunk)
 
 
 def _write(stream: IO[bytes], obj: Any) -> None:
