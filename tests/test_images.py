@@ -62,3 +62,19 @@ def test_reencode_to_jpeg() -> None:
     checked = check_image(data, reencode="jpg", quality=80)
     assert checked.ext == "jpg" and checked.data != data
     assert Image.open(io.BytesIO(checked.data)).format == "JPEG"
+
+
+def test_pillow_global_limit_is_never_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build in the same process as a reader must not change what Pillow accepts."""
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's own guard, set low
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(out, format="PNG")
+    checked = check_image(out.getvalue(), decode="header", max_pixels=10_000)  # above Pillow's
+    assert (checked.width, checked.height) == (32, 32)
+    assert Image.MAX_IMAGE_PIXELS == 100
+    with pytest.raises(MediaError) as info:
+        check_image(out.getvalue(), decode="header", max_pixels=50)  # below both
+    assert info.value.code == "image_too_large"
+    assert Image.MAX_IMAGE_PIXELS == 100

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Iterator, Literal, Union
 
 from PIL import Image, UnidentifiedImageError
 
@@ -75,20 +77,52 @@ def check_image(
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
-    # Pillow's own bomb guard reads this global; shardify's limit is checked on top of it.
-    Image.MAX_IMAGE_PIXELS = max(max_pixels, 1)
+    """Identify the image; shardify's own pixel limit is checked by the caller.
+
+    Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` is never changed (a build in the same
+    process as a reader must not change what the reader accepts). Pillow's guard fires at
+    its own limit; when ``max_pixels`` is higher, an image between the two is identified
+    again with Pillow's guard off for that one call (``_pillow_guard_off``).
+    """
+    try:
+        return _identify(data, max_pixels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        pillow_limit = Image.MAX_IMAGE_PIXELS
+        if pillow_limit is None or max_pixels <= pillow_limit:
+            raise MediaError(
+                IMAGE_TOO_LARGE, f"above validation.max_image_pixels={max_pixels}: {exc}"
+            ) from None
+        with _pillow_guard_off():
+            return _identify(data, max_pixels)
+
+
+def _identify(data: bytes, max_pixels: int) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             return Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise MediaError(
-                IMAGE_TOO_LARGE, f"above validation.max_image_pixels={max_pixels}: {exc}"
-            ) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise
         except UnidentifiedImageError:
             raise MediaError(UNREADABLE_IMAGE, f"not an image Pillow can identify ({_magic(data)})") from None
         except Exception as exc:  # Pillow raises many types on corrupt headers
             raise MediaError(UNREADABLE_IMAGE, f"cannot read the image header: {exc}") from None
+
+
+_GUARD_LOCK = threading.Lock()
+
+
+@contextmanager
+def _pillow_guard_off() -> Iterator[None]:
+    """Pillow's bomb guard off for one identification (only for limits above Pillow's own);
+    restored at once, under a lock, so no other check sees it changed for longer."""
+    with _GUARD_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _decode_rgb(image: Image.Image, *, copy: bool = True) -> Image.Image:
