@@ -359,3 +359,21 @@ def test_input_that_is_a_file_exits_2(tmp_path: Path) -> None:
     result = run_cli("build", str(cfg))
     assert result.returncode == 2
     assert "input:" in result.stderr and "is a file" in result.stderr
+
+
+@pytest.mark.parametrize("case", ["uncreatable", "a_file", "the_input", "inside_input", "contains_input"])
+def test_unusable_output_exits_2_naming_output(tmp_path: Path, case: str) -> None:
+    root = make_dataset(tmp_path / "ds", DatasetSpec(image_samples=2, video_samples=0, text_samples=1))
+    (tmp_path / "file.txt").write_text("x")
+    output = {"uncreatable": "/proc/shardify-nope/out", "a_file": str(tmp_path / "file.txt"),
+              "the_input": str(root), "inside_input": str(root / "shards"),
+              "contains_input": str(tmp_path)}[case]  # fmt: skip
+    before = sorted(p.name for p in root.rglob("*"))
+    cfg = write_config(tmp_path / "cfg.yaml", input=str(root), output=output, executor={"kind": "local"})
+    result = run_cli("build", str(cfg))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("shardify: error: output: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in root.rglob("*")) == before  # nothing written into the dataset
+    assert not os.path.exists("/proc/shardify-nope")
