@@ -39,7 +39,7 @@ from shardify.manifest import (
 from shardify.planning import LineInfo, ShardTask, plan_shards
 from shardify.progress import Progress
 from shardify.schema import RejectRecord, SampleRecord, is_blank, parse_line
-from shardify.storage import Location
+from shardify.storage import Location, normalise_location
 from shardify.tarwriter import member_bytes
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ def validate(config: Config, *, progress: Optional[IO[str]] = None) -> BuildRepo
 
 def _run(config: Config, *, write: bool, overwrite: bool, progress: Optional[IO[str]]) -> BuildReport:
     started = time.monotonic()
+    # Tasks get absolute locations: workers (Ray, another CWD) resolve nothing relative.
+    config = config.model_copy(update={"input": normalise_location(config.input),
+                                       "output": normalise_location(config.output)})  # fmt: skip
     source = Location(config.input, config.storage_options)
     output = Location(config.output, config.storage_options)
     check_locations(source, output)

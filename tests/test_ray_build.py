@@ -120,3 +120,22 @@ def test_ray_job_submit_matches_local(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "with ray (Ray cluster, 2 CPUs" in proc.stdout, proc.stdout
     assert_same_output(out, ray_reference)
+
+
+def test_a_shardify_folder_in_the_cwd_does_not_shadow_the_package_in_workers(
+    ray_dataset: Path, ray_reference: Path, tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    """Run from ~ with the clone in ~/shardify: Ray puts the CWD on the workers' sys.path."""
+    home = tmp_path / "home"
+    (home / "shardify").mkdir(parents=True)
+    (home / "shardify" / "__init__.py").write_text("raise ImportError('the wrong shardify')\n")
+    (home / "manifest.py").write_text("raise ImportError('a stray manifest.py')\n")
+    out = tmp_path / "out"
+    keys = build_keys(ray_dataset, out)
+    keys.pop("executor")
+    cfg = write_yaml(tmp_path / "cfg.yaml", keys)
+    command = str(Path(sys.executable).with_name("shardify"))  # the console script, as a user runs it
+    proc = subprocess.run([command, "build", str(cfg)], env=user_env, cwd=home, capture_output=True,
+                          text=True, timeout=180)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert_same_output(out, ray_reference)

@@ -184,7 +184,7 @@ def start_local_ray(num_cpus: Optional[int] = None) -> None:
     """
     import ray
 
-    with _local_ray_env():
+    with _local_ray_env(), _package_cwd():
         ray.init(
             address="local", num_cpus=num_cpus, include_dashboard=False,
             log_to_driver=False, logging_level=logging.WARNING, _node_ip_address=LOOPBACK,
@@ -205,13 +205,34 @@ def join_ray(address: str, *, where: str = "executor.address") -> None:
     host = _check_reachable(address, where)
     loopback = host is not None and _is_loopback(host)
     try:
-        with _local_ray_env() if loopback else nullcontext():
+        with _local_ray_env() if loopback else nullcontext(), _package_cwd():
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(
             f"{where}: cannot join the Ray cluster at {address!r}: {_first_line(exc)}; "
             "start the cluster, or leave executor.address unset for a private local Ray"
         ) from exc
+
+
+@contextmanager
+def _package_cwd() -> Iterator[None]:
+    """Run ``ray.init`` from the folder that holds the shardify package this driver imported.
+
+    Ray puts the driver's working directory on every worker's ``sys.path`` ahead of
+    site-packages, so a folder named ``shardify`` (a clone) or a stray ``manifest.py`` in
+    the user's CWD would shadow the installed package in the workers. From here, the path
+    Ray adds is the one this driver's own shardify came from. Every path a task gets is
+    absolute (the pipeline normalises them), so the workers' CWD does not matter.
+    """
+    import shardify
+
+    home = os.path.dirname(os.path.dirname(os.path.abspath(shardify.__file__)))
+    saved = os.getcwd()
+    os.chdir(home)
+    try:
+        yield
+    finally:
+        os.chdir(saved)
 
 
 @contextmanager
