@@ -15,22 +15,21 @@ from typing import Any, Optional, Union
 import orjson
 
 from shardify.config import DEFAULT_NUM_FRAMES
-
-ROLES = ("user", "assistant")
-CONTENT_TYPES = ("text", "image", "video")
-BOM = b"\xef\xbb\xbf"
-KEY_DIGITS = 9
-
-from shardify.rejects import (  # noqa: E402 - the codes live in one module
+from shardify.rejects import (
     BAD_NUM_FRAMES,
     IMAGE_COUNT_MISMATCH,
     IMAGES_AND_VIDEO,
     INVALID_JSON,
     INVALID_SCHEMA,
     PATH_OUTSIDE_ROOT,
+    REJECT_CODES,  # noqa: F401 - re-exported: callers of schema name the codes from here too
     VIDEO_COUNT_MISMATCH,
 )
-from shardify.rejects import REJECT_CODES  # noqa: E402,F401 - re-exported for callers of schema
+
+ROLES = ("user", "assistant")
+CONTENT_TYPES = ("text", "image", "video")
+BOM = b"\xef\xbb\xbf"
+KEY_DIGITS = 9
 
 _URL_SCHEMES = ("data:", "file:", "http:", "https:", "ftp:", "s3:", "gs:", "gcs:", "az:", "abfs:", "hf:")
 

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 from shardify import __version__
 from shardify.cli import build_cmd, inspect_cmd, validate_cmd, verify_cmd
 from shardify.errors import ShardifyError
+from shardify.interrupts import exit_code, ignore_sigterm, install_sigterm
 
 COMMANDS = (build_cmd, validate_cmd, inspect_cmd, verify_cmd)
 
@@ -38,14 +39,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    install_sigterm()
     try:
         return int(args.run(args))
     except ShardifyError as exc:
         print(f"shardify: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM via shardify.interrupts
         print("shardify: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        ignore_sigterm()  # Ray's exit hooks signal their processes: the exit code must stay ours
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

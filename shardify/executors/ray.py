@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from shardify.config import ExecutorConfig
 from shardify.errors import BuildError, ConfigError, ShardifyError
 from shardify.executors.base import Executor
+from shardify.interrupts import deferred_signals, reinstall_sigterm
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,6 +40,7 @@ TASK_RETRIES = 3
 """Ray reruns a task this many times when its worker or node dies (not on task errors)."""
 LOOPBACK = "127.0.0.1"
 CONNECT_TIMEOUT_S = 5.0
+WAIT_S = 0.5
 
 # Ray reads these when it starts its processes. The first keeps every listener of a local
 # Ray on the node address (127.0.0.1) instead of all interfaces (see NOTES.md).
@@ -84,6 +86,7 @@ class RayExecutor(Executor):
         else:
             join_ray(address, where=_address_origin(config))
             self._where = "Ray cluster"
+        reinstall_sigterm()  # ray.init put Ray's aborting SIGTERM handler in place of ours
         self._cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._max_in_flight = config.max_in_flight or 2 * self._cpus
         self._remote = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_run_shard)
@@ -97,9 +100,11 @@ class RayExecutor(Executor):
         """Keep at most ``max_in_flight`` tasks submitted; yield each result as it lands."""
         ray = self._ray
         fn_ref = ray.put(fn)
+        reinstall_sigterm()  # again: Ray may re-arm its own handler once its core is up
         pending: dict[Any, T] = {}
         todo = iter(tasks)
         exhausted = False
+        interrupted = False
         try:
             while pending or not exhausted:
                 while not exhausted and len(pending) < self._max_in_flight:
@@ -111,14 +116,19 @@ class RayExecutor(Executor):
                     pending[self._remote.remote(fn_ref, task)] = task
                 if not pending:
                     break
-                done, _ = ray.wait(list(pending), num_returns=1)
+                # A bounded wait returns to Python regularly, so a signal is handled at once.
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
                 for ref in done:
                     task = pending.pop(ref)
                     result, node_id = self._fetch(ref, task)
                     self.tasks_per_node[node_id] += 1
                     yield result
+        except KeyboardInterrupt:
+            interrupted = True  # no cancel calls: shutting Ray down stops every task at once
+            raise
         finally:
-            self._cancel(pending)
+            if not interrupted:
+                self._cancel(pending)
 
     def _fetch(self, ref: Any, task: Any) -> tuple[Any, str]:
         """``ray.get`` one task, turning Ray's wrappers back into what the task raised."""
@@ -158,7 +168,8 @@ class RayExecutor(Executor):
             log.info("ray: %d task(s) ran on %d node(s) (%s)",
                      sum(self.tasks_per_node.values()), len(self.tasks_per_node), spread)  # fmt: skip
         if self._started and self._ray.is_initialized():
-            self._ray.shutdown()
+            with deferred_signals():  # shutdown leaves SIGTERM at its default (kill, no word)
+                self._ray.shutdown()
         self._started = False
 
 
@@ -184,7 +195,7 @@ def start_local_ray(num_cpus: Optional[int] = None) -> None:
     """
     import ray
 
-    with _local_ray_env(), _package_cwd():
+    with _local_ray_env(), _package_cwd(), deferred_signals():
         ray.init(
             address="local", num_cpus=num_cpus, include_dashboard=False,
             log_to_driver=False, logging_level=logging.WARNING, _node_ip_address=LOOPBACK,
@@ -205,7 +216,7 @@ def join_ray(address: str, *, where: str = "executor.address") -> None:
     host = _check_reachable(address, where)
     loopback = host is not None and _is_loopback(host)
     try:
-        with _local_ray_env() if loopback else nullcontext(), _package_cwd():
+        with _local_ray_env() if loopback else nullcontext(), _package_cwd(), deferred_signals():
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(

@@ -1,0 +1,79 @@
+"""SIGINT and SIGTERM end a build the same way: one line, exit 130 / 143, output resumable.
+
+Python turns SIGINT into KeyboardInterrupt; SIGTERM (what a preempted job, ``kill`` or
+``ray job stop`` sends) would kill the process without cleanup, and Ray's core library
+installs its own SIGTERM handler that aborts with a C stack dump. The CLI installs
+:func:`_terminate` for SIGTERM, and the Ray executor installs it again after ``ray.init``,
+so both signals unwind through the executor's ``finally`` blocks (Ray shut down
+deliberately, the video helper stopped) before the CLI prints its line.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from types import FrameType
+from typing import Iterator, Optional
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived; unwinds like Ctrl-C, exits 143 instead of 130."""
+
+    exit_code = 143
+
+
+_installed = False
+
+
+def _terminate(signum: int, frame: Optional[FrameType]) -> None:
+    # Further SIGTERMs (a supervisor that repeats it, Ray's own teardown) must not cut the
+    # unwinding short: it is what stops Ray and leaves the output resumable.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def install_sigterm() -> None:
+    """Make SIGTERM raise :class:`Terminated` in the main thread (the CLI calls this)."""
+    global _installed
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+        _installed = True
+
+
+def reinstall_sigterm() -> None:
+    """After ``ray.init`` replaced the handler: put ours back, if the CLI asked for it."""
+    if _installed:
+        install_sigterm()
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while Ray starts or stops, then handle them with ours.
+
+    ``ray.init`` and ``ray.shutdown`` swap signal handlers (Ray's C++ core aborts on
+    SIGTERM with a stack dump; its Python handler exits 15; shutdown leaves the default):
+    a signal in that window killed the build without a word. Blocked here, it waits until
+    our handler is back, then unwinds like any other interrupt. Threads Ray starts inside
+    inherit the mask, so the signal is always handled by the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        reinstall_sigterm()
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def ignore_sigterm() -> None:
+    """From here on the process only exits: a late SIGTERM must not replace its exit code."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def exit_code(exc: KeyboardInterrupt) -> int:
+    return Terminated.exit_code if isinstance(exc, Terminated) else 130
