@@ -255,3 +255,20 @@ def test_state_is_json(reader_build: ReaderBuild) -> None:
         next(it)
     state = json.loads(json.dumps(ds.state_dict()))
     assert state["consumed"] == {"0": 5} and state["epoch"] == 0
+
+
+def test_runaway_skipping_raises_instead_of_repeating_one_sample(reader_build: ReaderBuild, tmp_path: Path) -> None:
+    """A truncated shard makes a run of corrupt samples; past the bound the reader raises."""
+    out = _copy_output(reader_build, tmp_path)
+    shard = out / "train-000001.tar"
+    members = _members(shard)
+    cut = next(m for m in members if m.name.startswith(members[0].name[:9]) is False)
+    shard.write_bytes(shard.read_bytes()[: cut.offset_data + cut.size // 2])
+    run = SHARD_SIZES[1] - 1  # corrupt samples in a row when read in order
+    tolerant = ShardDataset(str(out), shuffle=False, transform=_key)
+    tolerant.max_consecutive_skips = run
+    assert len(list(tolerant)) == SAMPLES  # exactly at the bound: still substituted
+    strict = ShardDataset(str(out), shuffle=False, transform=_key)
+    strict.max_consecutive_skips = run - 1
+    with pytest.raises(ReaderError, match=f"{run} corrupt samples in a row"):
+        list(strict)

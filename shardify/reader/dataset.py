@@ -58,6 +58,10 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
     ``"raise"`` raises ReaderError.
     """
 
+    max_consecutive_skips: int = 100
+    """With ``on_error="skip"``: more corrupt samples than this in a row raise ReaderError
+    instead of repeating one good sample forever (set it on the instance to change it)."""
+
     def __init__(
         self,
         url: str,
@@ -157,6 +161,7 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         held: dict[int, Union[RawSample, SampleFailure]] = {}
         last_good: Any = None
         owed = 0  # failed slots waiting for the first good sample to stand in
+        in_a_row = 0  # consecutive corrupt samples (Megatron-Energon's runaway-skip guard)
         for slot in range(start, len(emit)):
             wanted = emit[slot]
             while wanted not in held:
@@ -165,6 +170,14 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
                     raise ReaderError(f"internal: stream ended before sample {wanted}")
                 held[index] = item
             sample = self._finish(held.pop(wanted))
+            in_a_row = in_a_row + 1 if sample is None else 0
+            if in_a_row > self.max_consecutive_skips:
+                raise ReaderError(
+                    f"{self.location.url}: {in_a_row} corrupt samples in a row (epoch "
+                    f"{self.epoch}); the shards or the reading code are likely broken: run "
+                    "`shardify verify` on the output (raise ShardDataset.max_consecutive_skips "
+                    "to tolerate more)"
+                )
             if sample is None and last_good is None:
                 owed += 1
                 continue
