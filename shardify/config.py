@@ -55,6 +55,9 @@ class ValidationConfig(_Model):
     decode: Literal["full", "header"] = "full"
     on_error: Literal["skip", "fail"] = "skip"
     max_image_pixels: int = Field(89_478_485, ge=1)
+    max_reject_fraction: Optional[float] = Field(
+        None, ge=0, le=1, description="fail the build (exit 1) when more of a split is rejected"
+    )
     max_image_bytes: int = Field(
         256 << 20, ge=1, description="an image file above this size is rejected before it is read"
     )
@@ -123,14 +126,14 @@ class Config(_Model):
         """Every setting that decides the bytes of the output, as plain JSON values.
 
         Leaves out where the output goes, how the work is executed, storage options (which
-        may hold credentials) and ``validation.on_error`` (it stops a build, it never changes
+        may hold credentials) and ``validation.on_error``/``max_reject_fraction`` (they stop a build, never change
         what a finished build holds), so the same data built by any executor matches. The
         input is normalised (absolute local path, no trailing slash).
         """
         settings = self.model_dump(
             mode="json",
             exclude={"output": True, "executor": True, "storage_options": True,
-                     "validation": {"on_error"}},
+                     "validation": {"on_error", "max_reject_fraction"}},
         )  # fmt: skip
         settings["input"] = normalise_location(self.input)
         return settings

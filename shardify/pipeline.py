@@ -105,7 +105,8 @@ def _run(config: Config, *, write: bool, overwrite: bool, progress: Optional[IO[
                 results[result.shard.name] = result.without_rejects() if write else result
                 bar.update(result)
     bar.finish()
-    manifest = _finish(output, splits, plans, results, settings, write=write)
+    manifest = _finish(output, splits, plans, results, settings, write=write,
+                       reject_budget=config.validation.max_reject_fraction)  # fmt: skip
     return BuildReport(manifest=manifest, elapsed_s=time.monotonic() - started,
                        executor=described, resumed_shards=len(tasks) - len(pending))  # fmt: skip
 
@@ -118,6 +119,7 @@ def _finish(
     settings: dict[str, Any],
     *,
     write: bool,
+    reject_budget: Optional[float] = None,
 ) -> dict[str, Any]:
     ordered = {split: [results[t.name] for t in plans[split]] for split in splits}
     summaries = {split: split_summary(f"{split}.jsonl", ordered[split]) for split in splits}
@@ -126,6 +128,7 @@ def _finish(
             info["shards"] = []
     output.makedirs()
     write_rejects(output, _iter_rejects(output, splits, plans, results, write=write))
+    check_reject_budget(summaries, reject_budget, output.display(REJECTS_NAME))
     manifest = make_manifest(settings, summaries)
     if write:
         _remove_unplanned_shards(output, {t.name for ts in plans.values() for t in ts})
@@ -133,6 +136,23 @@ def _finish(
         write_manifest(output, manifest)
         output.delete(STATE_DIR)
     return manifest
+
+
+def check_reject_budget(summaries: dict[str, dict[str, Any]], budget: Optional[float], where: str) -> None:
+    """BuildError (exit 1, after rejects.jsonl is written) when more than ``budget`` of a
+    split's non-blank lines were rejected: likely a wrong root or a broken dataset."""
+    if budget is None:
+        return
+    for split, info in summaries.items():
+        candidates = info["lines"] - info["blank"]
+        if candidates and info["rejected"] / candidates > budget:
+            top = sorted(info["rejects_by_reason"].items(), key=lambda kv: -kv[1])[:3]
+            reasons = ", ".join(f"{reason} {count}" for reason, count in top)
+            raise BuildError(
+                f"{split}: {info['rejected']} of {candidates} lines rejected "
+                f"({info['rejected'] / candidates:.1%}), above validation.max_reject_fraction="
+                f"{budget:g} (top reasons: {reasons}); see {where}, fix the data or raise the budget"
+            )
 
 
 def _iter_rejects(

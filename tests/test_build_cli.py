@@ -377,3 +377,22 @@ def test_unusable_output_exits_2_naming_output(tmp_path: Path, case: str) -> Non
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in root.rglob("*")) == before  # nothing written into the dataset
     assert not os.path.exists("/proc/shardify-nope")
+
+
+def test_reject_budget_fails_after_writing_rejects(tmp_path: Path) -> None:
+    bad = [json.dumps({"messages": "nope"})] * 3
+    root = make_dataset(tmp_path / "ds", DatasetSpec(image_samples=2, video_samples=0, text_samples=1,
+                                                     test_split=False, extra_lines=bad))  # fmt: skip
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "cfg.yaml", input=str(root), output=str(out), executor={"kind": "local"},
+                       validation={"max_reject_fraction": 0.25})  # fmt: skip
+    result = run_cli("build", str(cfg))
+    assert result.returncode == 1, result.stderr
+    assert "3 of 6 lines rejected (50.0%), above validation.max_reject_fraction=0.25" in result.stderr
+    assert "invalid_schema 3" in result.stderr
+    assert len((out / "rejects.jsonl").read_text().splitlines()) == 3
+    assert not (out / "manifest.json").exists()
+    # Raising the budget is not a config change that forces --overwrite: the rerun finishes.
+    ok = run_cli("build", str(cfg), "--set", "validation.max_reject_fraction=0.6")
+    assert ok.returncode == 0, ok.stderr
+    assert (out / "manifest.json").exists()
