@@ -66,13 +66,30 @@ class Location:
     def __init__(self, url: str, storage_options: Optional[dict[str, Any]] = None) -> None:
         self.url = normalise_location(url)
         self.storage_options = dict(storage_options or {})
-        try:
-            fs, root = url_to_fs(self.url, **self.storage_options)
-        except (ValueError, ImportError, TypeError) as exc:
-            raise AccessError(self._scrub(f"{self.display('')}: cannot use this location: {exc}")) from None
-        self.fs: fsspec.AbstractFileSystem = fs
+        fs, root = self._connect()
+        self._fs: fsspec.AbstractFileSystem = fs
+        self._pid = os.getpid()
         self.root: str = root.rstrip("/") or "/"
         self._real_root: Optional[str] = None
+
+    def _connect(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        try:
+            return url_to_fs(self.url, **self.storage_options)  # type: ignore[no-any-return]
+        except (ValueError, ImportError, TypeError) as exc:
+            raise AccessError(self._scrub(f"{self.display('')}: cannot use this location: {exc}")) from None
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The filesystem client of *this* process.
+
+        fsspec clients are not fork-safe (an S3 client made in a parent and used in a forked
+        DataLoader worker raises "This class is not fork-safe"): after a fork the client is
+        made anew in the child (fsspec's instance cache is keyed by pid, so it is new).
+        """
+        if self._pid != os.getpid():
+            self._fs, _ = self._connect()
+            self._pid = os.getpid()
+        return self._fs
 
     def __repr__(self) -> str:
         return f"Location({self.display('')!r})"
