@@ -67,3 +67,4 @@ def test_s3_with_persistent_forked_workers_over_two_epochs(s3_output: tuple[str,
     url, options = s3_output
     first, second = _loader_keys(url, options, "fork", persistent=True, epochs=2)
     assert sorted(first) == sorted(second) == sorted(f"{i:09d}" for i in range(24))
+

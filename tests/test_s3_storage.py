@@ -204,3 +204,23 @@ def test_bad_credentials_are_one_line_without_the_secret(s3_server: S3Server, s3
             message = str(info.value)
             assert "access denied" in message and "\n" not in message
             assert secret not in message and credentials["key"] not in message
+
+
+def test_s3_media_above_the_size_limit_is_rejected_from_a_bounded_read(s3_server: S3Server) -> None:
+    """On S3 the size limit costs one ranged GET of at most limit + 1 bytes, never the object."""
+    from shardify.build import read_media
+    from shardify.errors import MediaError
+
+    bucket = f"big-{uuid.uuid4().hex[:8]}"
+    client = s3_server.client()
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="ds/big.jpg", Body=b"\xff" * 100_000)
+    client.put_object(Bucket=bucket, Key="ds/small.jpg", Body=b"\xff" * 1000)
+    root = Location(f"s3://{bucket}/ds", s3_server.options)
+    assert read_media(root, "small.jpg", "images[0]", max_bytes=1000) == b"\xff" * 1000
+    with pytest.raises(MediaError) as info:
+        read_media(root, "big.jpg", "images[0]", max_bytes=1000)
+    assert info.value.code == "file_too_large" and "100000 bytes" in info.value.detail
+    with pytest.raises(MediaError) as missing:
+        read_media(root, "nope.jpg", "images[0]", max_bytes=1000)
+    assert missing.value.code == "missing_file"
