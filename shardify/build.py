@@ -211,12 +211,11 @@ def resolve_media(source: Location, path: str, where: str, *, max_bytes: Optiona
         real = _local_media_path(source, path, where)
         _check_local_stat(_stat_media(real, source, path, where), source, path, where, max_bytes)
         return
-    if not source.isfile(path):
+    size = source.file_size(path)  # one HEAD: existence, kind and size
+    if size is None:
         raise _missing(source, path, where)
-    if max_bytes is not None:
-        size = source.size(path)
-        if size > max_bytes:
-            raise _too_large(where, path, size, max_bytes)
+    if max_bytes is not None and size > max_bytes:
+        raise _too_large(where, path, size, max_bytes)
 
 
 def read_media(source: Location, path: str, where: str, *, max_bytes: Optional[int] = None) -> bytes:
@@ -254,8 +253,8 @@ def _local_media_path(source: Location, path: str, where: str) -> str:
 _MISSING_ERRNOS = {errno.ENOENT, errno.ENOTDIR}
 _FILE_ERRNOS = {errno.ELOOP, errno.ENAMETOOLONG, errno.ENXIO, errno.EACCES, errno.EPERM,
                 errno.EISDIR, errno.ENODEV, errno.EOVERFLOW, errno.EINVAL}  # fmt: skip
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"), (stat.S_ISFIFO, "a FIFO"),
-          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))  # fmt: skip
+_SPECIAL_KINDS = ((stat.S_ISSOCK, "a socket"), (stat.S_ISFIFO, "a FIFO"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))  # fmt: skip
 
 
 def _os_error(exc: OSError, source: Location, path: str, where: str, doing: str) -> Exception:
@@ -278,10 +277,10 @@ def _stat_media(real: str, source: Location, path: str, where: str) -> os.stat_r
 def _check_local_stat(
     st: os.stat_result, source: Location, path: str, where: str, max_bytes: Optional[int]
 ) -> None:
-    for is_kind, kind in _KINDS:
+    if stat.S_ISDIR(st.st_mode):
+        raise _missing(source, path, where)
+    for is_kind, kind in _SPECIAL_KINDS:
         if is_kind(st.st_mode):
-            if kind == "a directory":
-                raise _missing(source, path, where)
             raise MediaError(UNREADABLE_FILE, f"{where} {_shown(path)} is {kind}, not a regular file")
     if max_bytes is not None and st.st_size > max_bytes:
         raise _too_large(where, path, st.st_size, max_bytes)

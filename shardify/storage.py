@@ -126,10 +126,15 @@ class Location:
 
     def isfile(self, name: str) -> bool:
         """True for an existing file; a transient error is retried, never taken as 'missing'."""
+        return self.file_size(name) is not None
+
+    def file_size(self, name: str) -> Optional[int]:
+        """The size of an existing file, or None when ``name`` is missing or not a file."""
         try:
-            return self._info(name).get("type") == "file"
+            info = self._info(name)
         except FileNotFoundError:
-            return False
+            return None
+        return int(info["size"]) if info.get("type") == "file" else None
 
     def size(self, name: str) -> int:
         return int(self._info(name)["size"])

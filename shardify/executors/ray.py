@@ -86,7 +86,6 @@ class RayExecutor(Executor):
         else:
             join_ray(address, where=_address_origin(config))
             self._where = "Ray cluster"
-        reinstall_sigterm()  # ray.init put Ray's aborting SIGTERM handler in place of ours
         self._cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._max_in_flight = config.max_in_flight or 2 * self._cpus
         self._remote = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_run_shard)

@@ -24,7 +24,7 @@ from typing import Any, Literal, Optional
 from PIL import Image
 
 from shardify.errors import MediaError
-from shardify.rejects import FILE_TOO_LARGE, UNREADABLE_VIDEO, VIDEO_TIMEOUT  # noqa: F401
+from shardify.rejects import UNREADABLE_VIDEO, VIDEO_TIMEOUT  # noqa: F401 - re-exported
 
 Sampling = Literal["aria", "uniform"]
 log = logging.getLogger(__name__)
