@@ -7,8 +7,7 @@ Public API (everything else is private and may change)::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from shardify._version import __version__  # noqa: F401
 from shardify.config import Config, load_config  # noqa: E402
 from shardify.errors import (  # noqa: E402
     AccessError,

@@ -20,7 +20,7 @@ import orjson
 
 from shardify.config import Config
 from shardify.errors import BuildError, MediaError, SampleError, StorageError
-from shardify.manifest import ShardRecord, ShardResult, save_result
+from shardify.manifest import MediaFact, ShardRecord, ShardResult, save_result
 from shardify.media.images import check_image
 from shardify.planning import ShardTask
 from shardify.progress import human_bytes
@@ -42,6 +42,7 @@ class Sample:
     images: int = 0
     frames: int = 0
     warnings: tuple[str, ...] = ()
+    media: tuple[MediaFact, ...] = ()
 
 
 def build_shard(task: ShardTask, config: Config, *, write: bool = True) -> ShardResult:
@@ -73,6 +74,7 @@ def _summarise(
     writer: Optional[TarShardWriter],
 ) -> ShardResult:
     rejects: list[RejectRecord] = []
+    media: list[MediaFact] = []
     warnings: Counter[str] = Counter()
     samples = blank = images = frames = 0
     for item in items:
@@ -85,16 +87,20 @@ def _summarise(
             images += item.images
             frames += item.frames
             warnings.update(item.warnings)
+            media.extend(item.media)
             if writer is not None:
                 for suffix, data in item.members:
                     writer.add(member_name(item.key, suffix), data)
     size, digest = writer.close() if writer is not None else (0, "")
-    return ShardResult(
-        split=task.split, index=task.index,
-        shard=ShardRecord(name=task.name, samples=samples, bytes=size, sha256=digest),
-        lines=task.end_line - task.first_line, blank=blank, rejects=rejects,
-        warnings=dict(sorted(warnings.items())), frames=frames, images=images,
+    record = ShardRecord(
+        name=task.name, samples=samples, bytes=size, sha256=digest,
+        first_line=task.first_line, end_line=task.end_line, start_byte=task.start_byte,
+        end_byte=task.end_byte, input_sha256=task.input_sha256, blank=blank, images=images,
+        frames=frames, rejects_by_reason=dict(sorted(Counter(r.reason for r in rejects).items())),
+        warnings=dict(sorted(warnings.items())),
     )  # fmt: skip
+    return ShardResult(split=task.split, index=task.index, shard=record, rejects=tuple(rejects),
+                       media=tuple(media))  # fmt: skip
 
 
 def iter_task_lines(task: ShardTask, source: Location) -> Iterator[tuple[int, bytes]]:
@@ -143,6 +149,7 @@ def make_sample(record: SampleRecord, source: Location, config: Config) -> Sampl
     doc["source"] = {"split": record.split, "file": record.file, "line": record.line}
     members: list[tuple[str, bytes]] = []
     warnings: list[str] = []
+    media: list[MediaFact] = []
     frames = 0
     if record.image_paths:
         suffixes = []
@@ -153,13 +160,15 @@ def make_sample(record: SampleRecord, source: Location, config: Config) -> Sampl
                 decode=config.validation.decode, max_pixels=config.validation.max_image_pixels,
                 reencode=config.image.reencode, quality=config.image.quality,
             )  # fmt: skip
+            media.append(media_fact(source, record.line, path, len(data)))
             suffix = f"image{i}.{checked.ext}"
             suffixes.append(suffix)
             members.append((suffix, checked.data))
         doc["image_paths"] = record.data["images"]
         doc["images"] = suffixes
     if record.video_path is not None:
-        video_doc, frame_members, warning = _video_members(record, source, config)
+        video_doc, frame_members, warning, fact = _video_members(record, source, config)
+        media.append(fact)
         doc["video"] = video_doc
         members.extend(frame_members)
         frames = len(video_doc["frames"])
@@ -168,18 +177,31 @@ def make_sample(record: SampleRecord, source: Location, config: Config) -> Sampl
             warnings.append(WARN_NUM_FRAMES_DEFAULTED)
     members.insert(0, ("json", orjson.dumps(doc)))
     return Sample(key=record.key, members=members, images=len(record.image_paths),
-                  frames=frames, warnings=tuple(warnings))  # fmt: skip
+                  frames=frames, warnings=tuple(warnings), media=tuple(media))  # fmt: skip
+
+
+def media_fact(source: Location, line: int, path: str, size: int) -> MediaFact:
+    """What ``verify --input`` later compares: the size read, and the mtime of a local file."""
+    if not source.is_local:
+        return MediaFact(line=line, path=path, bytes=size)
+    real = source.local_realpath(path)
+    try:
+        info = os.stat(real) if real is not None else None
+    except OSError:
+        info = None
+    mtime = info.st_mtime_ns if info is not None else None
+    return MediaFact(line=line, path=path, bytes=size, mtime_ns=mtime)
 
 
 def _video_members(
     record: SampleRecord, source: Location, config: Config
-) -> tuple[dict[str, Any], list[tuple[str, bytes]], Optional[str]]:
+) -> tuple[dict[str, Any], list[tuple[str, bytes]], Optional[str], MediaFact]:
     from shardify.media.video_worker import extract_video_file
 
     if record.video_path is None or record.num_frames is None:
         raise BuildError(f"line {record.line}: video record without path or num_frames")
     limit = config.validation.max_video_bytes
-    resolve_media(source, record.video_path, "video.path", max_bytes=limit)
+    size = resolve_media(source, record.video_path, "video.path", max_bytes=limit)
     video = extract_video_file(source, record.video_path, num_frames=record.num_frames,
                                config=config.video, max_bytes=limit)  # fmt: skip
     doc: dict[str, Any] = {
@@ -197,11 +219,12 @@ def _video_members(
         if suffix not in seen:
             seen.add(suffix)
             members.append((suffix, next(frame_data)))
-    return doc, members, WARN_VIDEO_PARTIAL if video.warning else None
+    fact = media_fact(source, record.line, record.video_path, size)
+    return doc, members, WARN_VIDEO_PARTIAL if video.warning else None, fact
 
 
-def resolve_media(source: Location, path: str, where: str, *, max_bytes: Optional[int] = None) -> None:
-    """Check that ``path`` stays inside the root and names a readable regular file.
+def resolve_media(source: Location, path: str, where: str, *, max_bytes: Optional[int] = None) -> int:
+    """Check that ``path`` stays inside the root and names a readable regular file; its size.
 
     Raises MediaError for anything that concerns this one file (missing, a symlink loop, a
     name too long, a socket, no permission, larger than ``max_bytes``); a failure of the
@@ -209,13 +232,15 @@ def resolve_media(source: Location, path: str, where: str, *, max_bytes: Optiona
     """
     if source.is_local:
         real = _local_media_path(source, path, where)
-        _check_local_stat(_stat_media(real, source, path, where), source, path, where, max_bytes)
-        return
+        info = _stat_media(real, source, path, where)
+        _check_local_stat(info, source, path, where, max_bytes)
+        return info.st_size
     size = source.file_size(path)  # one HEAD: existence, kind and size
     if size is None:
         raise _missing(source, path, where)
     if max_bytes is not None and size > max_bytes:
         raise _too_large(where, path, size, max_bytes)
+    return size
 
 
 def read_media(source: Location, path: str, where: str, *, max_bytes: Optional[int] = None) -> bytes:

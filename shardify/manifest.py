@@ -1,86 +1,268 @@
-"""The on-disk records of a build: shard records, per-shard results, manifest.json.
+"""The persisted records of a build, typed: manifest.json, the build state, shard results.
 
-Names of everything shardify writes below an output root live here and nowhere else.
-``manifest.json`` is written last; its presence means the build is complete. While a build
-runs, each finished shard leaves a small result file in ``_shardify/`` so a rerun knows
-what is done; the directory is removed once the manifest is written.
+One frozen record per concept, each with ``to_json``/``from_json``:
+
+- :class:`InputRecord`: one split's JSONL as the build read it (size, sha256, lines);
+- :class:`ShardRecord`: one shard: its tar (name, bytes, sha256), the input it came from
+  (line range, byte range, sha256 of those bytes) and its counts;
+- :class:`SplitInfo`: a split's input, totals and shards, as listed in manifest.json;
+- :class:`Manifest`: format, version, the settings that shaped the output, the splits;
+- :class:`BuildState`: ``_shardify/build.json``, what a running build is building;
+- :class:`ShardResult`: a shard's record plus its rejects and media facts (the done file).
+
+Names below an output live in :mod:`shardify.layout`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Optional
 
 import orjson
 
-from shardify import __version__
+from shardify._version import __version__
 from shardify.config import settings_fingerprint
 from shardify.errors import ManifestError
+from shardify.layout import BUILD_STATE_NAME, MANIFEST_NAME, REJECTS_NAME, result_name
 from shardify.schema import RejectRecord
 from shardify.storage import Location
 
 MANIFEST_FORMAT = "shardify.manifest/1"
-MANIFEST_NAME = "manifest.json"
-REJECTS_NAME = "rejects.jsonl"
-STATE_DIR = "_shardify"
-BUILD_STATE_NAME = f"{STATE_DIR}/build.json"
+"""Round 2 added keys (each split's ``input``, each shard's input range and counts); every
+key of round 1 is still there with its meaning, so readers of round-1 manifests read these."""
 
 
-def result_name(shard_name: str) -> str:
-    """Where a finished shard's result record lives while the build runs."""
-    return f"{STATE_DIR}/done/{shard_name}.json"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputRecord:
+    """One split's JSONL file as a build read it."""
+
+    file: str
+    bytes: int
+    sha256: str
+    lines: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "bytes": self.bytes, "sha256": self.sha256, "lines": self.lines}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InputRecord:
+        return cls(file=str(data["file"]), bytes=int(data["bytes"]), sha256=str(data["sha256"]),
+                   lines=int(data["lines"]))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShardRecord:
-    """One shard as listed in manifest.json."""
+    """One shard: the tar, the input bytes it was built from, and what they held."""
 
     name: str
     samples: int
     bytes: int
     sha256: str
+    first_line: int = 0
+    """0-based index of the shard's first input line; ``end_line`` is one past its last."""
+    end_line: int = 0
+    start_byte: int = 0
+    end_byte: int = 0
+    input_sha256: str = ""
+    """sha256 of the input bytes ``[start_byte, end_byte)``; empty in round-1 manifests."""
+    blank: int = 0
+    images: int = 0
+    frames: int = 0
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    warnings: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def lines(self) -> int:
+        return self.end_line - self.first_line
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejects_by_reason.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "samples": self.samples, "bytes": self.bytes, "sha256": self.sha256,
+            "first_line": self.first_line, "end_line": self.end_line,
+            "start_byte": self.start_byte, "end_byte": self.end_byte,
+            "input_sha256": self.input_sha256, "blank": self.blank, "images": self.images,
+            "frames": self.frames, "rejects_by_reason": self.rejects_by_reason,
+            "warnings": self.warnings,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ShardRecord:
+        ints = {k: int(data.get(k, 0)) for k in ("first_line", "end_line", "start_byte", "end_byte",
+                                                 "blank", "images", "frames")}  # fmt: skip
+        return cls(
+            name=str(data["name"]), samples=int(data["samples"]), bytes=int(data["bytes"]),
+            sha256=str(data["sha256"]), input_sha256=str(data.get("input_sha256", "")),
+            rejects_by_reason=_counts(data.get("rejects_by_reason")),
+            warnings=_counts(data.get("warnings")), **ints,
+        )  # fmt: skip
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaFact:
+    """A media file as a shard task read it, for ``shardify verify --input``."""
+
+    line: int
+    """1-based line of the sample that references it."""
+    path: str
+    bytes: int
+    mtime_ns: Optional[int] = None
+    """Local files only; remote stores give no stamp on the reads the build does."""
+
+    def to_json(self) -> list[Any]:
+        return [self.line, self.path, self.bytes, self.mtime_ns]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> MediaFact:
+        line, path, size, mtime = data
+        return cls(line=int(line), path=str(path), bytes=int(size),
+                   mtime_ns=None if mtime is None else int(mtime))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ShardResult:
-    """Everything one shard task produced, apart from the tar itself."""
+    """Everything one shard task produced apart from the tar: the done file's content."""
 
     split: str
     index: int
     shard: ShardRecord
-    lines: int
-    blank: int
-    rejects: list[RejectRecord] = field(default_factory=list)
-    warnings: dict[str, int] = field(default_factory=dict)
-    frames: int = 0
-    images: int = 0
-    reject_reasons: dict[str, int] = field(default_factory=dict)
-    """Rejects per reason; kept when ``rejects`` is dropped to save the driver's memory."""
+    rejects: tuple[RejectRecord, ...] = ()
+    media: tuple[MediaFact, ...] = ()
 
-    def __post_init__(self) -> None:
-        if self.rejects and not self.reject_reasons:
-            self.reject_reasons = dict(sorted(Counter(r.reason for r in self.rejects).items()))
-
-    def without_rejects(self) -> ShardResult:
-        """A copy without the reject records (they stay in the saved result file)."""
-        return dataclasses.replace(self, rejects=[], reject_reasons=dict(self.reject_reasons))
+    def without_details(self) -> ShardResult:
+        """A copy without the reject records and media facts (they stay in the done file)."""
+        return replace(self, rejects=(), media=())
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["rejects"] = [r.to_json() for r in self.rejects]
-        return data
+        return {"split": self.split, "index": self.index, "shard": self.shard.to_json(),
+                "rejects": [r.to_json() for r in self.rejects],
+                "media": [m.to_json() for m in self.media]}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ShardResult:
+        return cls(split=str(data["split"]), index=int(data["index"]),
+                   shard=ShardRecord.from_json(data["shard"]),
+                   rejects=tuple(RejectRecord(**r) for r in data["rejects"]),
+                   media=tuple(MediaFact.from_json(m) for m in data.get("media", ())))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SplitInfo:
+    """One split in manifest.json: its input, totals over its shards, and the shards."""
+
+    source: str
+    input: Optional[InputRecord]
+    """None in round-1 manifests, which did not record their input."""
+    lines: int
+    samples: int
+    rejected: int
+    blank: int
+    images: int
+    frames: int
+    rejects_by_reason: dict[str, int]
+    warnings: dict[str, int]
+    shards: tuple[ShardRecord, ...]
+
+    @classmethod
+    def from_shards(cls, source: str, input: Optional[InputRecord], shards: Iterable[ShardRecord]) -> SplitInfo:
+        shards = tuple(shards)
+        reasons: Counter[str] = Counter()
+        warnings: Counter[str] = Counter()
+        for shard in shards:
+            reasons.update(shard.rejects_by_reason)
+            warnings.update(shard.warnings)
         return cls(
-            split=data["split"], index=data["index"], shard=ShardRecord(**data["shard"]),
-            lines=data["lines"], blank=data["blank"],
-            rejects=[RejectRecord(**r) for r in data["rejects"]],
-            warnings=dict(data["warnings"]), frames=data["frames"], images=data["images"],
+            source=source, input=input, lines=sum(s.lines for s in shards),
+            samples=sum(s.samples for s in shards), rejected=sum(reasons.values()),
+            blank=sum(s.blank for s in shards), images=sum(s.images for s in shards),
+            frames=sum(s.frames for s in shards), rejects_by_reason=dict(sorted(reasons.items())),
+            warnings=dict(sorted(warnings.items())), shards=shards,
         )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "input": self.input.to_json() if self.input else None,
+            "lines": self.lines, "samples": self.samples, "rejected": self.rejected,
+            "blank": self.blank, "rejects_by_reason": self.rejects_by_reason,
+            "warnings": self.warnings, "images": self.images, "frames": self.frames,
+            "shards": [s.to_json() for s in self.shards],
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, name: str, data: dict[str, Any]) -> SplitInfo:
+        raw_input = data.get("input")
+        return cls(
+            source=str(data.get("source", f"{name}.jsonl")),
+            input=InputRecord.from_json(raw_input) if raw_input else None,
+            lines=int(data["lines"]), samples=int(data["samples"]), rejected=int(data["rejected"]),
+            blank=int(data["blank"]), images=int(data.get("images", 0)),
+            frames=int(data.get("frames", 0)),
+            rejects_by_reason=_counts(data.get("rejects_by_reason")),
+            warnings=_counts(data.get("warnings")),
+            shards=tuple(ShardRecord.from_json(s) for s in data.get("shards", [])),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Manifest:
+    """manifest.json: written last; its presence means the build is complete."""
+
+    config: dict[str, Any]
+    splits: dict[str, SplitInfo]
+    config_sha256: str = ""
+    shardify_version: str = __version__
+    format: str = MANIFEST_FORMAT
+
+    def __post_init__(self) -> None:
+        if not self.config_sha256:
+            object.__setattr__(self, "config_sha256", settings_fingerprint(self.config))
+
+    @property
+    def inputs(self) -> dict[str, Optional[InputRecord]]:
+        return {name: info.input for name, info in self.splits.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": self.format, "shardify_version": self.shardify_version,
+                "config_sha256": self.config_sha256, "config": self.config,
+                "splits": {name: info.to_json() for name, info in self.splits.items()}}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        return cls(format=str(data["format"]), shardify_version=str(data.get("shardify_version", "?")),
+                   config_sha256=str(data.get("config_sha256", "")), config=dict(data.get("config") or {}),
+                   splits={n: SplitInfo.from_json(n, i) for n, i in data["splits"].items()})  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildState:
+    """``_shardify/build.json``: the config of the running build and, once planned, its input."""
+
+    config_sha256: str
+    config: dict[str, Any]
+    inputs: Optional[dict[str, InputRecord]] = None
+
+    def to_json(self) -> dict[str, Any]:
+        inputs = None if self.inputs is None else {k: v.to_json() for k, v in self.inputs.items()}
+        return {"config_sha256": self.config_sha256, "config": self.config, "inputs": inputs}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BuildState:
+        inputs = data.get("inputs")
+        return cls(config_sha256=str(data["config_sha256"]), config=dict(data.get("config") or {}),
+                   inputs=None if inputs is None else
+                   {k: InputRecord.from_json(v) for k, v in inputs.items()})  # fmt: skip
+
+
+def _counts(value: Any) -> dict[str, int]:
+    return {str(k): int(v) for k, v in (value or {}).items()}
+
+
+# -- reading and writing --
 
 
 def save_result(output: Location, result: ShardResult) -> None:
@@ -94,50 +276,15 @@ def load_result(output: Location, shard_name: str) -> Optional[ShardResult]:
         return ShardResult.from_json(orjson.loads(raw))
     except FileNotFoundError:
         return None
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
 
 
-def split_summary(source: str, results: Iterable[ShardResult]) -> dict[str, Any]:
-    """The manifest entry of one split, from its shards' results in order."""
-    shards: list[dict[str, Any]] = []
-    lines = blank = samples = frames = images = 0
-    reasons: Counter[str] = Counter()
-    warnings: Counter[str] = Counter()
-    for result in results:
-        shards.append(dataclasses.asdict(result.shard))
-        lines += result.lines
-        blank += result.blank
-        samples += result.shard.samples
-        frames += result.frames
-        images += result.images
-        reasons.update(result.reject_reasons)
-        warnings.update(result.warnings)
-    return {
-        "source": source, "lines": lines, "samples": samples,
-        "rejected": sum(reasons.values()), "blank": blank,
-        "rejects_by_reason": dict(sorted(reasons.items())),
-        "warnings": dict(sorted(warnings.items())),
-        "images": images, "frames": frames, "shards": shards,
-    }  # fmt: skip
+def write_manifest(output: Location, manifest: Manifest) -> None:
+    output.write_bytes(MANIFEST_NAME, orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
 
 
-def make_manifest(settings: dict[str, Any], splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The manifest: format, version, the settings that shaped the output and their hash."""
-    return {
-        "format": MANIFEST_FORMAT,
-        "shardify_version": __version__,
-        "config_sha256": settings_fingerprint(settings),
-        "config": settings,
-        "splits": splits,
-    }
-
-
-def write_manifest(output: Location, manifest: dict[str, Any]) -> None:
-    output.write_bytes(MANIFEST_NAME, orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
-
-
-def read_manifest(output: Location) -> dict[str, Any]:
+def read_manifest(output: Location) -> Manifest:
     """Read and sanity-check manifest.json; ManifestError says what is wrong."""
     where = output.display(MANIFEST_NAME)
     try:
@@ -147,18 +294,37 @@ def read_manifest(output: Location) -> dict[str, Any]:
             f"{where}: not found; is this a shardify output, and did its build finish?"
         ) from None
     try:
-        manifest = orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ManifestError(f"{where}: not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise ManifestError(f"{where}: not a {MANIFEST_FORMAT} manifest")
-    if not isinstance(manifest.get("splits"), dict):
+    if not isinstance(data.get("splits"), dict):
         raise ManifestError(f"{where}: has no 'splits'")
-    return manifest
+    try:
+        return Manifest.from_json(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ManifestError(f"{where}: a field is missing or has the wrong type ({exc!r})") from None
 
 
 def has_manifest(output: Location) -> bool:
     return output.exists(MANIFEST_NAME)
+
+
+def read_build_state(output: Location) -> Optional[BuildState]:
+    try:
+        raw = output.read_bytes(BUILD_STATE_NAME)
+    except FileNotFoundError:
+        return None
+    try:
+        return BuildState.from_json(orjson.loads(raw))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ManifestError(f"{output.display(BUILD_STATE_NAME)}: unreadable ({exc!r}); "
+                            "rerun with --overwrite to start over") from None  # fmt: skip
+
+
+def write_build_state(output: Location, state: BuildState) -> None:
+    output.write_bytes(BUILD_STATE_NAME, orjson.dumps(state.to_json()))
 
 
 def write_rejects(output: Location, rejects: Iterable[RejectRecord]) -> None:

@@ -9,17 +9,13 @@ than planned when media checks reject some of its lines.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
 
-SHARD_DIGITS = 6
+from shardify.layout import shard_name
 
-
-def shard_name(split: str, index: int) -> str:
-    """The file name of shard ``index`` of ``split``: ``train-000042.tar``."""
-    if index < 0:
-        raise ValueError(f"shard index must be >= 0, got {index}")
-    return f"{split}-{index:0{SHARD_DIGITS}d}.tar"
+__all__ = ["LineInfo", "ShardTask", "plan_shards", "shard_name"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,6 +27,8 @@ class LineInfo:
     length: int
     weight: Optional[int]
     """Estimated bytes in the shard if the line is a candidate sample; None otherwise."""
+    data: bytes = b""
+    """The line's bytes (ending kept), hashed into its shard's ``input_sha256``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +43,8 @@ class ShardTask:
     start_byte: int
     end_byte: int
     candidates: int
+    input_sha256: str = ""
+    """sha256 of the input bytes ``[start_byte, end_byte)`` (empty when not hashed)."""
 
     @property
     def name(self) -> str:
@@ -73,19 +73,22 @@ def plan_shards(
     start: Optional[LineInfo] = None
     end_line = end_byte = 0
     count = size = index = 0
+    digest = hashlib.sha256()
     for line in lines:
         if start is None:
             start = line
         elif _closes(line, count, size, line.index - start.index, max_samples, target_bytes, max_lines):
-            yield _task(split, file, index, start, end_line, end_byte, count)
+            yield _task(split, file, index, start, end_line, end_byte, count, digest)
             index += 1
-            start, count, size = line, 0, 0
+            start, count, size, digest = line, 0, 0, hashlib.sha256()
         if line.weight is not None:
             count += 1
             size += line.weight
+        if line.data:
+            digest.update(line.data)
         end_line, end_byte = line.index + 1, line.offset + line.length
     if start is not None:
-        yield _task(split, file, index, start, end_line, end_byte, count)
+        yield _task(split, file, index, start, end_line, end_byte, count, digest)
 
 
 def _closes(
@@ -107,9 +110,11 @@ def _closes(
 
 
 def _task(
-    split: str, file: str, index: int, start: LineInfo, end_line: int, end_byte: int, count: int
+    split: str, file: str, index: int, start: LineInfo, end_line: int, end_byte: int, count: int,
+    digest: hashlib._Hash,
 ) -> ShardTask:
+    hashed = digest.hexdigest() if start.data else ""
     return ShardTask(
         split=split, file=file, index=index, first_line=start.index, end_line=end_line,
-        start_byte=start.offset, end_byte=end_byte, candidates=count,
+        start_byte=start.offset, end_byte=end_byte, candidates=count, input_sha256=hashed,
     )  # fmt: skip

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any, Optional
 
-from shardify.manifest import ShardResult
+from shardify.manifest import Manifest, ShardResult
 
 
 @dataclass(slots=True)
@@ -31,9 +31,9 @@ class Progress:
 
     def update(self, result: ShardResult) -> None:
         self.shards += 1
-        self.lines += result.lines
+        self.lines += result.shard.lines
         self.samples += result.shard.samples
-        self.rejected += sum(result.reject_reasons.values())
+        self.rejected += result.shard.rejected
         self._draw(final=False)
 
     def finish(self) -> None:
@@ -67,16 +67,16 @@ class Progress:
         self.stream.flush()
 
 
-def format_summary(manifest: dict[str, Any], *, elapsed_s: float, executor: str, output: str,
+def format_summary(manifest: Manifest, *, elapsed_s: float, executor: str, output: str,
                    resumed_shards: int = 0, validate_only: bool = False,
-                   already_complete: bool = False) -> str:
+                   already_complete: bool = False, appended_lines: int = 0) -> str:
     """The table printed after a build (or validate)."""
     out = [_split_table(manifest, with_shards=not validate_only)]
     reasons: Counter[str] = Counter()
     warnings: Counter[str] = Counter()
-    for info in manifest["splits"].values():
-        reasons.update(info.get("rejects_by_reason", {}))
-        warnings.update(info.get("warnings", {}))
+    for info in manifest.splits.values():
+        reasons.update(info.rejects_by_reason)
+        warnings.update(info.warnings)
     if reasons:
         out.append("rejects by reason:")
         out.extend(f"  {reason:<22} {count}" for reason, count in sorted(reasons.items()))
@@ -88,24 +88,27 @@ def format_summary(manifest: dict[str, Any], *, elapsed_s: float, executor: str,
         out.append("already complete: this output holds a finished build of this config; "
                    "nothing to do (--overwrite rebuilds it)")
     else:
-        total = sum(info["samples"] for info in manifest["splits"].values())
+        total = sum(info.samples for info in manifest.splits.values())
         rate = total / elapsed_s if elapsed_s > 0 else 0.0
         what = "validated" if validate_only else "built"
         out.append(f"{what} {total} samples in {elapsed_s:.1f} s ({rate:,.0f} samples/s) "
                    f"with {executor}")
-    if resumed_shards:
+    if appended_lines:
+        out.append(f"incremental: {appended_lines} line(s) appended since the last build; "
+                   f"{resumed_shards} shard(s) kept, the rest built")  # fmt: skip
+    elif resumed_shards:
         out.append(f"resumed: {resumed_shards} shard(s) kept from an earlier run")
     out.append(f"output: {output}")
     return "\n".join(out)
 
 
-def _split_table(manifest: dict[str, Any], *, with_shards: bool) -> str:
+def _split_table(manifest: Manifest, *, with_shards: bool) -> str:
     head: tuple[str, ...] = ("split", "lines", "samples", "rejected", "blank")
     rows = []
-    for split, info in manifest["splits"].items():
-        row: tuple[Any, ...] = (split, info["lines"], info["samples"], info["rejected"], info["blank"])
+    for split, info in manifest.splits.items():
+        row: tuple[Any, ...] = (split, info.lines, info.samples, info.rejected, info.blank)
         if with_shards:
-            row += (len(info["shards"]), human_bytes(sum(s["bytes"] for s in info["shards"])))
+            row += (len(info.shards), human_bytes(sum(s.bytes for s in info.shards)))
         rows.append(row)
     if with_shards:
         head += ("shards", "bytes")

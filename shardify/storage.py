@@ -25,13 +25,13 @@ import re
 import shutil
 import tempfile
 import time
-import uuid
 from typing import IO, Any, Callable, Iterator, Optional
 
 import fsspec
 from fsspec.core import url_to_fs
 
 from shardify.errors import AccessError, StorageError
+from shardify.layout import temp_name
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,10 @@ class Location:
 
     def __repr__(self) -> str:
         return f"Location({self.display('')!r})"
+
+    def child(self, name: str) -> Location:
+        """The folder ``name`` below this root, as a location of its own."""
+        return Location(self.url.rstrip("/") + "/" + name, self.storage_options)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "storage_options": self.storage_options}
@@ -188,7 +192,7 @@ class Location:
         """Write ``data`` so that ``name`` appears only when complete."""
         if self.is_local:
             self.makedirs(posixpath.dirname(name))
-            tmp = self.path(_temp_name(name))
+            tmp = self.path(temp_name(name))
             try:
                 with open(tmp, "wb") as handle:
                     handle.write(data)
@@ -208,7 +212,7 @@ class Location:
         """
         if self.is_local:
             self.makedirs(posixpath.dirname(name))
-            return self.path(_temp_name(name))
+            return self.path(temp_name(name))
         handle, path = tempfile.mkstemp(prefix="shardify-", suffix="-" + posixpath.basename(name))
         os.close(handle)
         return path
@@ -220,7 +224,7 @@ class Location:
             try:
                 os.replace(local_path, self.path(name))
             except OSError:  # another device: copy beside the target, then rename
-                staged = self.path(_temp_name(name))
+                staged = self.path(temp_name(name))
                 shutil.copyfile(local_path, staged)
                 os.replace(staged, self.path(name))
                 os.unlink(local_path)
@@ -449,11 +453,6 @@ def _secrets(options: dict[str, Any]) -> list[str]:
 
     walk(options, False)
     return sorted(set(found), key=len, reverse=True)
-
-
-def _temp_name(name: str) -> str:
-    head, tail = posixpath.split(name)
-    return posixpath.join(head, f".{tail}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from typing import IO, Any, Callable, Optional, cast
 import orjson
 from PIL import Image
 
-from shardify.manifest import read_manifest, read_rejects
+from shardify.manifest import ShardRecord, SplitInfo, read_manifest, read_rejects
 from shardify.storage import Location
 from shardify.tarwriter import split_member_name
 
@@ -37,31 +37,48 @@ def verify_output(output: Location, *, on_shard: Optional[Callable[[str], None]]
     manifest = read_manifest(output)
     report = VerifyReport()
     rejects = read_rejects(output)
-    for split, info in manifest["splits"].items():
+    for split, info in manifest.splits.items():
         _check_counts(split, info, rejects, report)
-        for shard in info["shards"]:
+        for shard in info.shards:
             _check_shard(output, shard, report)
             if on_shard is not None:
-                on_shard(shard["name"])
+                on_shard(shard.name)
     return report
 
 
-def _check_counts(split: str, info: dict[str, Any], rejects: list[dict[str, Any]], report: VerifyReport) -> None:
-    if info["samples"] + info["rejected"] + info["blank"] != info["lines"]:
+def _check_counts(split: str, info: SplitInfo, rejects: list[dict[str, Any]], report: VerifyReport) -> None:
+    if info.samples + info.rejected + info.blank != info.lines:
         report.problems.append(
-            f"{split}: samples {info['samples']} + rejected {info['rejected']} + blank "
-            f"{info['blank']} != lines {info['lines']}"
+            f"{split}: samples {info.samples} + rejected {info.rejected} + blank "
+            f"{info.blank} != lines {info.lines}"
         )
-    listed = sum(s["samples"] for s in info["shards"])
-    if listed != info["samples"]:
-        report.problems.append(f"{split}: shards hold {listed} samples, manifest says {info['samples']}")
+    listed = sum(s.samples for s in info.shards)
+    if listed != info.samples:
+        report.problems.append(f"{split}: shards hold {listed} samples, manifest says {info.samples}")
     in_file = sum(1 for r in rejects if r.get("split") == split)
-    if in_file != info["rejected"]:
-        report.problems.append(f"{split}: rejects.jsonl has {in_file} lines, manifest says {info['rejected']}")
+    if in_file != info.rejected:
+        report.problems.append(f"{split}: rejects.jsonl has {in_file} lines, manifest says {info.rejected}")
+    _check_ranges(split, info, report)
 
 
-def _check_shard(output: Location, shard: dict[str, Any], report: VerifyReport) -> None:
-    name = shard["name"]
+def _check_ranges(split: str, info: SplitInfo, report: VerifyReport) -> None:
+    """Shards cover the input without gaps or overlaps, in order (round-2 manifests)."""
+    if info.input is None:
+        return
+    line = byte = 0
+    for shard in info.shards:
+        if (shard.first_line, shard.start_byte) != (line, byte):
+            report.problems.append(f"{split}: {shard.name} starts at line {shard.first_line + 1}, byte "
+                                   f"{shard.start_byte}; the shard before it ended at line {line}, "
+                                   f"byte {byte}")  # fmt: skip
+        line, byte = shard.end_line, shard.end_byte
+    if (line, byte) != (info.input.lines, info.input.bytes):
+        report.problems.append(f"{split}: shards cover {line} lines ({byte} bytes) of "
+                               f"{info.input.file}, which had {info.input.lines} ({info.input.bytes})")  # fmt: skip
+
+
+def _check_shard(output: Location, shard: ShardRecord, report: VerifyReport) -> None:
+    name = shard.name
     report.shards += 1
     try:
         handle = output.open(name, "rb")
@@ -76,12 +93,12 @@ def _check_shard(output: Location, shard: dict[str, Any], report: VerifyReport) 
             report.problems.append(f"{name}: not a readable tar: {exc}")
             return
         hashing.drain()
-    if hashing.size != shard["bytes"]:
-        report.problems.append(f"{name}: {hashing.size} bytes, manifest says {shard['bytes']}")
-    if hashing.digest.hexdigest() != shard["sha256"]:
+    if hashing.size != shard.bytes:
+        report.problems.append(f"{name}: {hashing.size} bytes, manifest says {shard.bytes}")
+    if hashing.digest.hexdigest() != shard.sha256:
         report.problems.append(f"{name}: sha256 differs from the manifest (corrupt or replaced)")
-    if keys != shard["samples"]:
-        report.problems.append(f"{name}: {keys} samples, manifest says {shard['samples']}")
+    if keys != shard.samples:
+        report.problems.append(f"{name}: {keys} samples, manifest says {shard.samples}")
     report.samples += keys
 
 

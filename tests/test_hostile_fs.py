@@ -103,12 +103,13 @@ def verdicts(out: Path, names: list[str]) -> dict[str, str]:
     return {name: rejects[i + 1]["reason"] if i + 1 in rejects else "ok" for i, name in enumerate(names)}
 
 
-def check_verdicts(out: Path, states: dict[str, set[str]], manifest: dict[str, Any]) -> None:
+def check_verdicts(out: Path, states: dict[str, set[str]], manifest: Any) -> None:
     names = list(states)
     got = verdicts(out, names)
     for name in names:
         assert got[name] in states[name], f"{name}: got {got[name]}, expected one of {states[name]}"
-    info = manifest["splits"]["train"]
+    info = manifest if isinstance(manifest, dict) else manifest.to_json()
+    info = info["splits"]["train"]
     assert info["samples"] + info["rejected"] + info["blank"] == info["lines"] == len(names)
     for reject in read_rejects(Location(str(out))):
         assert reject["detail"] and len(reject["detail"]) < 600  # said in words, never a dump

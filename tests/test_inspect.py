@@ -18,6 +18,7 @@ from PIL import Image
 
 import shardify
 from shardify.datagen import DatasetSpec, chat, make_dataset, text_item
+from shardify.manifest import read_manifest
 from shardify.report import ReportOptions, collect_report, render_html
 from shardify.report.sampling import FRAME_THUMB_PX, IMAGE_THUMB_PX, choose_shards
 from shardify.report.stats import summarize_manifest
@@ -202,8 +203,9 @@ def test_only_the_chosen_shards_are_read(built: tuple[Path, Path], tmp_path: Pat
     copy = tmp_path / "out"
     copy.mkdir()
     for path in out.iterdir():
-        (copy / path.name).write_bytes(path.read_bytes())
-    splits = summarize_manifest(json.loads((out / "manifest.json").read_text()))
+        if path.is_file():
+            (copy / path.name).write_bytes(path.read_bytes())
+    splits = summarize_manifest(read_manifest(Location(str(out))))
     every = [shard for split in splits for shard in split.shards]
     chosen = {s.name for s in choose_shards(every, 3, seed=7)}
     for shard in every:
@@ -222,7 +224,8 @@ def test_a_corrupt_shard_is_reported_not_fatal(built: tuple[Path, Path], tmp_pat
     copy = tmp_path / "out"
     copy.mkdir()
     for path in out.iterdir():
-        (copy / path.name).write_bytes(path.read_bytes())
+        if path.is_file():
+            (copy / path.name).write_bytes(path.read_bytes())
     data = (copy / "train-000001.tar").read_bytes()
     (copy / "train-000001.tar").write_bytes(data[:700] + b"\xff" * 600 + data[1300:])
     done = run_cli("inspect", str(copy), "--max-shards", "all")
@@ -235,7 +238,8 @@ def test_reads_through_fsspec_urls(built: tuple[Path, Path]) -> None:
     _, out = built
     memory = Location("memory://inspect-test/out")
     for path in out.iterdir():
-        memory.write_bytes(path.name, path.read_bytes())
+        if path.is_file():
+            memory.write_bytes(path.name, path.read_bytes())
     try:
         remote = collect_report(memory, ReportOptions(samples=4, seed=3, max_shards=None))
         local = collect_report(Location(str(out)), ReportOptions(samples=4, seed=3, max_shards=None))

@@ -8,6 +8,7 @@ from xml.etree import ElementTree
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shardify.manifest import Manifest
 from shardify.progress import human_bytes
 from shardify.report import ReportOptions, render_html
 from shardify.report.charts import (
@@ -116,8 +117,9 @@ def test_a_huge_output_gives_a_bounded_page() -> None:
     manifest = {"format": "shardify.manifest/1", "splits": {"train": {
         "lines": 20_000_000, "samples": sum(s["samples"] for s in shards), "rejected": 0, "blank": 0,
         "shards": shards}}}  # fmt: skip
-    splits = summarize_manifest(manifest)
-    report = Report(where="s3://big/out", manifest=manifest, options=ReportOptions(), splits=splits,
+    typed = Manifest.from_json(manifest)
+    splits = summarize_manifest(typed)
+    report = Report(where="s3://big/out", manifest=typed, options=ReportOptions(), splits=splits,
                     scans={}, shards_read=[], samples=[], rejects=[])  # fmt: skip
     page = render_html(report)
     assert len(page) < 200_000

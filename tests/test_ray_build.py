@@ -78,9 +78,9 @@ def test_two_node_cluster_matches_local(
     with caplog.at_level(logging.INFO, logger="shardify.executors.ray"):
         report = build(config)
     assert_same_output(out, ray_reference)
-    assert report.manifest == orjson.loads((ray_reference / "manifest.json").read_bytes())
+    assert report.manifest.to_json() == orjson.loads((ray_reference / "manifest.json").read_bytes())
     spread = [r.getMessage() for r in caplog.records if "task(s) ran on" in r.getMessage()]
-    shards = sum(len(s["shards"]) for s in report.manifest["splits"].values())
+    shards = sum(len(s.shards) for s in report.manifest.splits.values())
     assert len(spread) == 1 and f"ray: {shards} task(s) ran on 2 node(s)" in spread[0]
     for node_id in ray_cluster.node_ids:
         assert node_id[:8] in spread[0]

@@ -337,11 +337,11 @@ def _worker_info() -> tuple[int, int]:
 
 def _read_shards(location: Location, split: str) -> tuple[ShardEntry, ...]:
     manifest = read_manifest(location)
-    info = manifest["splits"].get(split)
+    info = manifest.splits.get(split)
     if info is None:
         raise ManifestError(f"{location.display('manifest.json')}: no split {split!r}; it has "
-                            f"{sorted(manifest['splits'])}")  # fmt: skip
-    return tuple(ShardEntry(name=s["name"], samples=int(s["samples"])) for s in info["shards"])
+                            f"{sorted(manifest.splits)}")  # fmt: skip
+    return tuple(ShardEntry(name=s.name, samples=s.samples) for s in info.shards)
 
 
 def _check_arguments(rank: Optional[int], world_size: Optional[int], on_error: str,

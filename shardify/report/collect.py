@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
-from shardify.manifest import read_manifest
+from shardify.manifest import Manifest, read_manifest
 from shardify.report.rejects import RejectExample, attach_source_lines, first_rejects
 from shardify.report.sampling import SampleView, choose_picks, choose_shards, scan_shards
 from shardify.report.stats import ShardRef, SplitScan, SplitSummary, summarize_manifest
@@ -32,7 +32,7 @@ class Report:
     """A built output as the text summary and the HTML page show it."""
 
     where: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     options: ReportOptions
     splits: list[SplitSummary]
     scans: dict[str, SplitScan]

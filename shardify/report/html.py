@@ -62,8 +62,8 @@ def render_html(report: Report) -> str:
 
 def _header(report: Report) -> str:
     manifest = report.manifest
-    meta = [f"{manifest.get('format')}", f"shardify {manifest.get('shardify_version', '?')}",
-            f"config {str(manifest.get('config_sha256', ''))[:12]}"]  # fmt: skip
+    meta = [manifest.format, f"shardify {manifest.shardify_version}",
+            f"config {manifest.config_sha256[:12]}"]  # fmt: skip
     if report.input_where:
         meta.append(f"input {report.input_where}")
     return ('<header class="top"><div class="inner"><h1>Dataset report</h1>'

@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 import orjson
 
 from shardify.errors import StorageError
-from shardify.manifest import REJECTS_NAME
+from shardify.layout import REJECTS_NAME
 from shardify.report.stats import SplitSummary
 from shardify.storage import Location
 

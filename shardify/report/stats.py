@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from shardify.manifest import Manifest, SplitInfo
+
 MODALITIES = ("image", "video", "text")
 """Kinds of sample, in display order: images, a video, or text only."""
 
@@ -87,25 +89,20 @@ class SplitSummary:
         return Distribution.of([s.samples for s in self.shards])
 
     @classmethod
-    def from_manifest(cls, name: str, info: dict[str, Any]) -> SplitSummary:
-        shards = [
-            ShardRef(split=name, index=i, name=s["name"], samples=int(s["samples"]),
-                     bytes=int(s["bytes"]))
-            for i, s in enumerate(info.get("shards", []))
-        ]  # fmt: skip
+    def from_manifest(cls, name: str, info: SplitInfo) -> SplitSummary:
+        shards = [ShardRef(split=name, index=i, name=s.name, samples=s.samples, bytes=s.bytes)
+                  for i, s in enumerate(info.shards)]  # fmt: skip
         return cls(
-            name=name, source=str(info.get("source", f"{name}.jsonl")),
-            lines=int(info.get("lines", 0)), samples=int(info.get("samples", 0)),
-            rejected=int(info.get("rejected", 0)), blank=int(info.get("blank", 0)),
-            images=int(info.get("images", 0)), frames=int(info.get("frames", 0)),
-            rejects_by_reason=dict(info.get("rejects_by_reason", {})),
-            warnings=dict(info.get("warnings", {})), shards=shards,
+            name=name, source=info.source, lines=info.lines, samples=info.samples,
+            rejected=info.rejected, blank=info.blank, images=info.images, frames=info.frames,
+            rejects_by_reason=dict(info.rejects_by_reason), warnings=dict(info.warnings),
+            shards=shards,
         )  # fmt: skip
 
 
-def summarize_manifest(manifest: dict[str, Any]) -> list[SplitSummary]:
+def summarize_manifest(manifest: Manifest) -> list[SplitSummary]:
     """One :class:`SplitSummary` per split, in the manifest's order."""
-    return [SplitSummary.from_manifest(name, info) for name, info in manifest["splits"].items()]
+    return [SplitSummary.from_manifest(name, info) for name, info in manifest.splits.items()]
 
 
 @dataclass(slots=True)

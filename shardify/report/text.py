@@ -20,8 +20,8 @@ MODALITY_NAMES = {"image": "image", "video": "video", "text": "text-only"}
 def format_text(report: Report) -> str:
     """A few lines per split: counts, shard sizes, media, modalities, rejects and warnings."""
     manifest = report.manifest
-    config = str(manifest.get("config_sha256", ""))[:12]
-    lines = [f"{report.where}  ({manifest['format']}, shardify {manifest.get('shardify_version', '?')}, "
+    config = manifest.config_sha256[:12]
+    lines = [f"{report.where}  ({manifest.format}, shardify {manifest.shardify_version}, "
              f"config {config})"]  # fmt: skip
     for split in report.splits:
         lines.extend(_split_lines(split, report.scans.get(split.name)))
