@@ -168,7 +168,7 @@ def shardify_inprocess(root: Path, out: Path, split: str, *, executor: str, deco
     config = load_config({"input": str(root), "output": str(out), "splits": [split],
                           "executor": {"kind": executor}, "validation": {"decode": decode},
                           "shard": {"max_samples": shard_samples}})  # fmt: skip
-    check_manifest(build(config).manifest, split, out)
+    check_manifest(build(config).manifest.to_json(), split, out)
 
 
 def check_manifest(manifest: dict[str, Any], split: str, out: Path) -> None:

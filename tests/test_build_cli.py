@@ -21,6 +21,7 @@ from PIL import Image
 
 from shardify.datagen import DatasetSpec, chat, image_item, make_dataset, make_image, text_item
 from tests.conftest import run_cli, write_config
+from tests.fixtures.ray import assert_same_output
 
 pytestmark = pytest.mark.slow
 
@@ -304,7 +305,10 @@ def test_kill_9_mid_build_then_rerun_is_byte_identical(tmp_path: Path) -> None:
     for name, stamp in kept.items():
         path = killed / name
         assert (path.stat().st_ino, path.stat().st_mtime_ns) == stamp, f"{name} was rewritten"
-    assert not [p for p in killed.iterdir() if ".tmp-" in p.name or p.name == "_shardify"]
+    assert not [p for p in killed.iterdir() if ".tmp-" in p.name]
+    # Every record below _shardify/ as a clean build leaves it; no build state, no lease left.
+    assert_same_output(killed, clean)
+    assert not (killed / "_shardify" / "build.json").exists()
 
 
 def test_target_bytes_sizes_shards_from_media(tmp_path: Path) -> None:
