@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import hashlib
 import itertools
 import os
 import posixpath
@@ -53,13 +54,15 @@ def build_shard(task: ShardTask, config: Config, *, write: bool = True) -> Shard
     """
     source = Location(config.input, config.storage_options)
     output = Location(config.output, config.storage_options)
+    raw = source.read_range(task.file, task.start_byte, task.end_byte)
+    digest = hashlib.sha256(raw).hexdigest()  # the input bytes this shard is built from
     if not write:
-        return _summarise(task, _check_lines(task, source, config), writer=None)
+        return _summarise(task, digest, _check_lines(task, raw, source, config), writer=None)
     staging = output.staging_path(task.name)
     try:
         with open(staging, "wb") as handle:
             writer = TarShardWriter(handle)
-            result = _summarise(task, _check_lines(task, source, config), writer=writer)
+            result = _summarise(task, digest, _check_lines(task, raw, source, config), writer=writer)
         output.put_file(staging, task.name)
     finally:
         if os.path.exists(staging):
@@ -70,6 +73,7 @@ def build_shard(task: ShardTask, config: Config, *, write: bool = True) -> Shard
 
 def _summarise(
     task: ShardTask,
+    input_sha256: str,
     items: Iterator[Union[Sample, RejectRecord, None]],
     writer: Optional[TarShardWriter],
 ) -> ShardResult:
@@ -95,7 +99,7 @@ def _summarise(
     record = ShardRecord(
         name=task.name, samples=samples, bytes=size, sha256=digest,
         first_line=task.first_line, end_line=task.end_line, start_byte=task.start_byte,
-        end_byte=task.end_byte, input_sha256=task.input_sha256, blank=blank, images=images,
+        end_byte=task.end_byte, input_sha256=input_sha256, blank=blank, images=images,
         frames=frames, rejects_by_reason=dict(sorted(Counter(r.reason for r in rejects).items())),
         warnings=dict(sorted(warnings.items())),
     )  # fmt: skip
@@ -103,9 +107,8 @@ def _summarise(
                        media=tuple(media))  # fmt: skip
 
 
-def iter_task_lines(task: ShardTask, source: Location) -> Iterator[tuple[int, bytes]]:
-    """``(0-based index, raw line)`` for each line of the task's byte range."""
-    raw = source.read_range(task.file, task.start_byte, task.end_byte)
+def iter_task_lines(task: ShardTask, source: Location, raw: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(0-based index, raw line)`` for each line of the task's byte range ``raw``."""
     parts = raw.split(b"\n")
     if parts and parts[-1] == b"":
         parts.pop()
@@ -121,14 +124,14 @@ def iter_task_lines(task: ShardTask, source: Location) -> Iterator[tuple[int, by
 
 
 def _check_lines(
-    task: ShardTask, source: Location, config: Config
+    task: ShardTask, raw: bytes, source: Location, config: Config
 ) -> Iterator[Union[Sample, RejectRecord, None]]:
     """Per line: None for blank, a RejectRecord, or an accepted Sample."""
-    for index, raw in iter_task_lines(task, source):
-        if is_blank(raw):
+    for index, line in iter_task_lines(task, source, raw):
+        if is_blank(line):
             yield None
             continue
-        parsed = parse_line(raw, split=task.split, file=task.file, index=index,
+        parsed = parse_line(line, split=task.split, file=task.file, index=index,
                             max_num_frames=config.video.max_num_frames)  # fmt: skip
         item = parsed if isinstance(parsed, RejectRecord) else _accept(parsed, source, config)
         if isinstance(item, RejectRecord) and config.validation.on_error == "fail":

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import sys
+import zlib
+from array import array
 from dataclasses import dataclass
 from typing import IO, Optional
 
@@ -18,16 +21,30 @@ from shardify.storage import Location
 
 LINE_DIGEST_BYTES = 8
 _CHUNK = 1 << 20
+_BATCH = 1 << 20  # lines are hashed in ~1 MiB batches: one hashlib call per batch, not per line
+_MARKS = 1 << 16
 
 
 def line_digest(raw: bytes) -> bytes:
-    """The 8-byte digest of one input line (its ending included)."""
-    return hashlib.blake2b(raw, digest_size=LINE_DIGEST_BYTES).digest()
+    """The 8-byte digest of one input line (its ending included): CRC-32 and length.
+
+    It only has to name the first changed line once the file's sha256 said it changed, so a
+    cheap digest is enough (planning computes one per line).
+    """
+    return _pack([zlib.crc32(raw), len(raw) & 0xFFFFFFFF])
+
+
+def _pack(marks: array[int] | list[int]) -> bytes:
+    packed = array("I", marks)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
 
 
 class InputHasher:
-    """Fed a split's lines in order: the file's sha256, size and line count, its sha256 at
-    ``prefix_at`` bytes (to tell an append from an edit), and per-line digests to ``lines_out``."""
+    """Fed a split's lines in order (planning), or its chunks (``feed_chunk``): the file's
+    sha256, size and line count, its sha256 over the first ``prefix_at`` bytes (to tell an
+    append from an edit; chunk mode), and per-line digests written to ``lines_out``."""
 
     def __init__(self, file: str, *, prefix_at: Optional[int] = None,
                  lines_out: Optional[IO[bytes]] = None) -> None:  # fmt: skip
@@ -38,10 +55,26 @@ class InputHasher:
         self._size = 0
         self._lines = 0
         self._out = lines_out
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._marks: array[int] = array("I")
         self._tail = b""  # last byte fed in chunk mode: a final line without newline counts
 
-    def feed(self, data: bytes, *, line: bool = True) -> None:
-        """Add the next bytes: one whole line, or (``line=False``) any chunk of the file."""
+    def feed(self, data: bytes) -> None:
+        """Add the next whole line (its ending kept)."""
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= _BATCH:
+            self._flush()
+        self._lines += 1
+        if self._out is not None:
+            self._marks.append(zlib.crc32(data))
+            self._marks.append(len(data) & 0xFFFFFFFF)
+            if len(self._marks) >= _MARKS:
+                self._write_marks()
+
+    def feed_chunk(self, data: bytes) -> None:
+        """Add the next bytes of the file, cut anywhere."""
         at = self.prefix_at
         if at is not None and self.prefix_sha256 is None and self._size + len(data) >= at:
             head = self._digest.copy()
@@ -49,19 +82,30 @@ class InputHasher:
             self.prefix_sha256 = head.hexdigest()
         self._digest.update(data)
         self._size += len(data)
-        if line:
-            self._lines += 1
-            if self._out is not None:
-                self._out.write(line_digest(data))
-        else:
-            self._lines += data.count(b"\n")
-            self._tail = data[-1:] or self._tail
+        self._lines += data.count(b"\n")
+        self._tail = data[-1:] or self._tail
 
     def record(self) -> InputRecord:
+        """The file's record; writes the last line digests (call once, at the end)."""
+        self._flush()
+        self._write_marks()
         lines = self._lines + (1 if self._tail not in (b"", b"\n") else 0)
         if self.prefix_at == self._size and self.prefix_sha256 is None:
             self.prefix_sha256 = self._digest.hexdigest()
         return InputRecord(file=self.file, bytes=self._size, sha256=self._digest.hexdigest(), lines=lines)
+
+    def _flush(self) -> None:
+        if self._pending:
+            batch = b"".join(self._pending)
+            self._digest.update(batch)
+            self._size += len(batch)
+            self._pending.clear()
+            self._pending_bytes = 0
+
+    def _write_marks(self) -> None:
+        if self._out is not None and self._marks:
+            self._out.write(_pack(self._marks))
+            self._marks = array("I")
 
 
 def digest_input(source: Location, file: str, *, prefix_at: Optional[int] = None) -> tuple[InputRecord, Optional[str]]:
@@ -70,7 +114,7 @@ def digest_input(source: Location, file: str, *, prefix_at: Optional[int] = None
     hasher = InputHasher(file, prefix_at=prefix_at)
     with source.open(file, "rb") as handle:
         while chunk := handle.read(_CHUNK):
-            hasher.feed(chunk, line=False)
+            hasher.feed_chunk(chunk)
     record = hasher.record()
     return record, hasher.prefix_sha256
 

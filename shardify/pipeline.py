@@ -130,7 +130,11 @@ def _execute(job: _Job, *, recorded: Optional[dict[str, InputRecord]], progress:
                                              config=job.settings, inputs=inputs))  # fmt: skip
     tasks = [task for split in job.splits for task in plans[split]]
     # With write=True the reject records live in the saved done files, not in memory.
-    results = {t.name: r.without_details() for t in tasks if job.write and (r := _finished(output, t))}
+    # Bytes of each split's JSONL known equal to what the done records were built from: all
+    # of an unchanged file, the old length of an appended one (a byte prefix), else none.
+    unchanged = {s: recorded[s].bytes for s in job.splits if s in recorded} if recorded else {}
+    results = {t.name: r.without_details() for t in tasks
+               if job.write and (r := _finished(output, t, unchanged))}  # fmt: skip
     bar = Progress(total_shards=len(tasks), total_lines=sum(t.end_line - t.first_line for t in tasks),
                    stream=progress)  # fmt: skip
     for result in results.values():
@@ -270,7 +274,10 @@ def _check_local_output(output: Location) -> None:
         raise ConfigError(f"output: cannot create {output.display('')}: {exc.strerror or exc}; "
                           "choose a folder you can write to") from None  # fmt: skip
     for created in missing:  # nothing is written before the build really starts
-        os.rmdir(created)
+        try:
+            os.rmdir(created)
+        except OSError:
+            break  # another build (or process) put something there meanwhile: leave it
 
 
 def resolve_splits(config: Config, source: Location) -> list[str]:
@@ -303,12 +310,12 @@ def plan_inputs(job: _Job) -> tuple[dict[str, list[ShardTask]], dict[str, InputR
             with open(staging or os.devnull, "wb") as lines_out:
                 hasher = InputHasher(f"{split}.jsonl", lines_out=lines_out if staging else None)
                 plans[split] = list(plan_split(job.source, split, job.config, hasher=hasher))
+                inputs[split] = hasher.record()
             if staging:
                 job.output.put_file(staging, name)
         finally:
             if staging and os.path.exists(staging):
                 os.unlink(staging)
-        inputs[split] = hasher.record()
     return plans, inputs
 
 
@@ -328,8 +335,7 @@ def plan_split(source: Location, split: str, config: Config, *,
                                     max_num_frames=config.video.max_num_frames)  # fmt: skip
                 if isinstance(parsed, SampleRecord):
                     weight = _estimated_bytes(source, parsed, len(raw)) if target else 1
-            yield LineInfo(index=index, offset=offset, length=len(raw), weight=weight,
-                           data=raw if hasher is not None else b"")  # fmt: skip
+            yield LineInfo(index=index, offset=offset, length=len(raw), weight=weight)
 
     return plan_shards(lines(), split=split, file=file, max_samples=config.shard.max_samples,
                        target_bytes=target,
@@ -350,10 +356,11 @@ def _estimated_bytes(source: Location, record: SampleRecord, line_bytes: int) ->
     return total
 
 
-def _finished(output: Location, task: ShardTask) -> Optional[ShardResult]:
-    """The saved result of ``task`` when its shard is done from the very same input bytes."""
+def _finished(output: Location, task: ShardTask, unchanged: dict[str, int]) -> Optional[ShardResult]:
+    """The saved result of ``task`` when its shard is done from the very same input bytes:
+    the same line and byte range, inside the part of the file known unchanged since."""
     result = load_result(output, task.name)
-    if result is None or not _same_input(result, task):
+    if result is None or not _same_input(result, task) or task.end_byte > unchanged.get(task.split, -1):
         return None
     try:  # one stat: a missing tar raises, a partial one has the wrong size
         complete = output.size(task.name) == result.shard.bytes
@@ -364,9 +371,8 @@ def _finished(output: Location, task: ShardTask) -> Optional[ShardResult]:
 
 def _same_input(result: ShardResult, task: ShardTask) -> bool:
     shard = result.shard
-    return (shard.name, shard.first_line, shard.end_line, shard.start_byte, shard.end_byte,
-            shard.input_sha256) == (task.name, task.first_line, task.end_line, task.start_byte,
-                                    task.end_byte, task.input_sha256) and bool(task.input_sha256)  # fmt: skip
+    return (shard.name, shard.first_line, shard.end_line, shard.start_byte, shard.end_byte) == (
+        task.name, task.first_line, task.end_line, task.start_byte, task.end_byte) and bool(shard.input_sha256)
 
 
 def prepare_output(output: Location, settings: dict[str, Any], *, overwrite: bool) -> Optional[dict[str, InputRecord]]:

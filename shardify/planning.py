@@ -9,7 +9,6 @@ than planned when media checks reject some of its lines.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
 
@@ -27,8 +26,6 @@ class LineInfo:
     length: int
     weight: Optional[int]
     """Estimated bytes in the shard if the line is a candidate sample; None otherwise."""
-    data: bytes = b""
-    """The line's bytes (ending kept), hashed into its shard's ``input_sha256``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,8 +40,6 @@ class ShardTask:
     start_byte: int
     end_byte: int
     candidates: int
-    input_sha256: str = ""
-    """sha256 of the input bytes ``[start_byte, end_byte)`` (empty when not hashed)."""
 
     @property
     def name(self) -> str:
@@ -73,22 +68,19 @@ def plan_shards(
     start: Optional[LineInfo] = None
     end_line = end_byte = 0
     count = size = index = 0
-    digest = hashlib.sha256()
     for line in lines:
         if start is None:
             start = line
         elif _closes(line, count, size, line.index - start.index, max_samples, target_bytes, max_lines):
-            yield _task(split, file, index, start, end_line, end_byte, count, digest)
+            yield _task(split, file, index, start, end_line, end_byte, count)
             index += 1
-            start, count, size, digest = line, 0, 0, hashlib.sha256()
+            start, count, size = line, 0, 0
         if line.weight is not None:
             count += 1
             size += line.weight
-        if line.data:
-            digest.update(line.data)
         end_line, end_byte = line.index + 1, line.offset + line.length
     if start is not None:
-        yield _task(split, file, index, start, end_line, end_byte, count, digest)
+        yield _task(split, file, index, start, end_line, end_byte, count)
 
 
 def _closes(
@@ -110,11 +102,9 @@ def _closes(
 
 
 def _task(
-    split: str, file: str, index: int, start: LineInfo, end_line: int, end_byte: int, count: int,
-    digest: hashlib._Hash,
+    split: str, file: str, index: int, start: LineInfo, end_line: int, end_byte: int, count: int
 ) -> ShardTask:
-    hashed = digest.hexdigest() if start.data else ""
     return ShardTask(
         split=split, file=file, index=index, first_line=start.index, end_line=end_line,
-        start_byte=start.offset, end_byte=end_byte, candidates=count, input_sha256=hashed,
+        start_byte=start.offset, end_byte=end_byte, candidates=count,
     )  # fmt: skip
