@@ -118,11 +118,24 @@ def test_worker_states_carry_the_epoch_they_read(reader_build: ReaderBuild) -> N
     epochs = [s["epoch"] for s in _reader_states(state)]
     assert epochs and set(epochs) == {2}
     restored = ShardDataset(str(reader_build.out), transform=_key_and_pid, **OPTIONS)
-    restored.set_epoch(2)
-    again = _loader(restored, "fork", False, stateful=True)
-    again.load_state_dict(state)
-    rest = [key for batch in again for key, _ in batch]
+    again = _loader(restored, "fork", True, stateful=True)
+    again.load_state_dict(state)  # each worker loads its part: the main's epoch is not touched
+    (rest, _), (third, _) = _train(restored, again, [2, 3])
     assert head + rest == _expected(reader_build, 2)
+    assert third == _expected(reader_build, 3)
+
+
+@pytest.mark.slow
+def test_a_state_loaded_after_persistent_workers_started_is_refused(reader_build: ReaderBuild) -> None:
+    """Persistent workers hold copies from their start: a later load would be silently lost."""
+    ds = ShardDataset(str(reader_build.out), transform=_key_and_pid, **OPTIONS)
+    loader = _loader(ds, "fork", True)
+    _train(ds, loader, [0])
+    ds.load_state_dict(ds.state_after(2, loader))
+    with pytest.raises(ReaderError, match="load the state before the first iter"):
+        _train(ds, loader, [0])
+    ((rest, _),) = _train(ds, _loader(ds, "fork", True), [0])  # a new DataLoader continues it
+    assert rest == _expected(reader_build, 0)[2 * BATCH :]
 
 
 def _reader_states(tree: Any) -> list[dict[str, Any]]:

@@ -92,6 +92,7 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         self.stats = ReadStats()
         self._rank, self._world_size = rank, world_size
         self._base: Optional[dict[str, Any]] = None  # a loaded state not yet used
+        self._loads_seen = 0  # states the main process had loaded when this copy was made
         self._position: Optional[dict[str, int]] = None  # epoch, worker, num_workers, count
 
     def __repr__(self) -> str:
@@ -158,6 +159,8 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         if not 0 <= worker < max(1, parts):
             raise ReaderError(f"part {worker} is not in 0..{max(1, parts) - 1}")
         parts = max(1, parts)
+        if self._epoch.loads != self._loads_seen:  # raised from next(): torch then hands it
+            return _raise(self._missed_state_error())  # to the main process, even on a resume
         rank, world = self.world()
         epoch = self._next_epoch()  # read once: this iteration keeps it
         worker, start = self._take_base(worker, parts)
@@ -289,7 +292,9 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
                 raise ReaderError(f"the saved reader state has {key}={state.get(key)!r} but this "
                                   f"reader has {key}={mine[key]!r}; resume with the same settings")  # fmt: skip
         epoch = check_epoch(state.get("epoch"))
-        self._epoch.set(epoch)
+        if self._epoch.is_owner():  # the training loop's process, not a DataLoader worker
+            self._epoch.set(epoch)
+            self._loads_seen = self._epoch.count_load()
         self._base = {"epoch": epoch, "num_workers": state.get("num_workers"),
                       "consumed": dict(state.get("consumed") or {}),
                       "rotation": int(state.get("rotation") or 0)}  # fmt: skip
@@ -305,6 +310,16 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
             "samples": self.samples, "num_workers": num_workers, "consumed": consumed,
             "rotation": rotation, "stats": self.stats.to_json(),
         }  # fmt: skip
+
+    @staticmethod
+    def _missed_state_error() -> ReaderError:
+        """A copy made before the main process loaded a state cannot continue that state."""
+        return ReaderError(
+            "load_state_dict was called in the main process after this DataLoader worker had "
+            "started (persistent_workers=True keeps workers between epochs), so the worker "
+            "cannot continue the loaded state: load the state before the first iter(loader), "
+            "or make a new DataLoader after loading it"
+        )
 
     def _take_base(self, worker: int, parts: int) -> tuple[int, int]:
         """Which part of the rank's span this worker reads and where it starts.
@@ -323,6 +338,11 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         if str(worker) not in base["consumed"]:
             raise ReaderError(f"the reader state has no count for DataLoader worker {worker}")
         return worker, int(base["consumed"][str(worker)])
+
+
+def _raise(error: Exception) -> Iterator[Any]:
+    raise error
+    yield  # a generator: the error comes from the first next()
 
 
 def _always(index: int) -> bool:
