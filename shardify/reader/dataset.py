@@ -39,6 +39,13 @@ except ImportError:  # pragma: no cover - exercised only where torch is missing
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "shardify.reader/1"
+_MISSED_STATE = (
+    "load_state_dict was called in the main process after this DataLoader worker had started "
+    "(persistent_workers=True keeps workers between epochs), so the worker cannot continue the "
+    "loaded state: load the state before the first iter(loader), or make a new DataLoader "
+    "after loading it"
+)
+"""A worker's copy made before the main process loaded a state cannot continue that state."""
 _PLAN_KEYS = ("seed", "shuffle", "shuffle_buffer", "drop_last", "world_size", "samples")
 """State fields that fix the order of an epoch: a state only fits a reader that agrees."""
 
@@ -127,8 +134,9 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
 
     @property
     def epoch(self) -> int:
-        """The epoch whose order the next iteration uses (change it with :meth:`set_epoch`)."""
-        return self._epoch.get()
+        """The epoch whose order the next iteration uses: a loaded state's while it is
+        pending, else the one :meth:`set_epoch` set (shared with DataLoader workers)."""
+        return int(self._base["epoch"]) if self._base is not None else self._epoch.get()
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` from the next iteration on (call it every epoch).
@@ -145,10 +153,6 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
             self._position = None
         self._epoch.set(epoch)
 
-    def _next_epoch(self) -> int:
-        """The epoch the next iteration reads: a loaded state's, else the shared one."""
-        return int(self._base["epoch"]) if self._base is not None else self.epoch
-
     # -- iteration ---------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
@@ -160,9 +164,9 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
             raise ReaderError(f"part {worker} is not in 0..{max(1, parts) - 1}")
         parts = max(1, parts)
         if self._epoch.loads != self._loads_seen:  # raised from next(): torch then hands it
-            return _raise(self._missed_state_error())  # to the main process, even on a resume
+            return _raise(ReaderError(_MISSED_STATE))  # to the main process, even on a resume
         rank, world = self.world()
-        epoch = self._next_epoch()  # read once: this iteration keeps it
+        epoch = self.epoch  # read once: this iteration keeps it
         worker, start = self._take_base(worker, parts)
         order = shard_order(self.shards, seed=self.seed, epoch=epoch, shuffle=self.shuffle)
         first, length = worker_span(self.samples, rank, world, worker, parts, drop_last=self.drop_last)
@@ -277,7 +281,7 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         if self._base is not None and self._base["num_workers"] in (None, parts):
             start = [int(self._base["consumed"].get(str(k), 0)) for k in range(parts)]
         rotation = int(self._base.get("rotation", 0)) if self._base is not None else 0
-        epoch = self._next_epoch()
+        epoch = self.epoch
         counts, turn = loader_counts(lengths, start, steps, batch_size=loader.batch_size,
                                      drop_last=bool(loader.drop_last), first=rotation)  # fmt: skip
         return self._state(epoch, parts, {str(k): c for k, c in enumerate(counts)}, rotation=turn)
@@ -310,16 +314,6 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
             "samples": self.samples, "num_workers": num_workers, "consumed": consumed,
             "rotation": rotation, "stats": self.stats.to_json(),
         }  # fmt: skip
-
-    @staticmethod
-    def _missed_state_error() -> ReaderError:
-        """A copy made before the main process loaded a state cannot continue that state."""
-        return ReaderError(
-            "load_state_dict was called in the main process after this DataLoader worker had "
-            "started (persistent_workers=True keeps workers between epochs), so the worker "
-            "cannot continue the loaded state: load the state before the first iter(loader), "
-            "or make a new DataLoader after loading it"
-        )
 
     def _take_base(self, worker: int, parts: int) -> tuple[int, int]:
         """Which part of the rank's span this worker reads and where it starts.
