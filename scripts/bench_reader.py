@@ -3,7 +3,10 @@
 - ``reader_vs_webdataset``: plain ``webdataset.WebDataset(...).decode("pil")`` over the same
   shards, with the same output (RGB PIL images, video item expanded into frames);
 - ``reader_vs_raw_jsonl``: the path without shards, as the Aria fine-tuning loader does it:
-  read the JSONL, open every image, and decode each video with PyAV at read time.
+  read the JSONL, open every image, and decode each video with PyAV at read time;
+- ``reader_persistent_workers``: three epochs of a training loop (``set_epoch``, then the
+  loader) over a DataLoader of 2 spawned workers, restarted every epoch (the baseline) or
+  kept with ``persistent_workers=True``, which ``set_epoch`` reaches (issue 14).
 
 Run alone: ``python scripts/bench_reader.py [--smoke]`` prints the results as JSON.
 """
@@ -22,6 +25,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import CaseResult, best_time, run_standalone  # noqa: E402
+
+EPOCHS = 3
 
 
 def make_bench_output(workdir: Path, smoke: bool) -> tuple[Path, Path, int]:
@@ -85,6 +90,22 @@ def read_webdataset(out: Path) -> int:
     return count
 
 
+def read_epochs(out: Path, *, persistent: bool, epochs: int = EPOCHS) -> int:
+    """Samples of ``epochs`` epochs through 2 spawned DataLoader workers."""
+    from torch.utils.data import DataLoader
+
+    from shardify import ShardDataset
+
+    ds = ShardDataset(str(out), seed=0)
+    loader = DataLoader(ds, batch_size=8, num_workers=2, collate_fn=list,
+                        multiprocessing_context="spawn", persistent_workers=persistent)  # fmt: skip
+    count = 0
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        count += sum(len(batch) for batch in loader)
+    return count
+
+
 def read_raw(root: Path) -> int:
     """The seed's path: JSONL + media, frames decoded from the video for every sample."""
     from shardify.reader.decode import expand_video
@@ -126,6 +147,28 @@ def _video_frames(path: Path, n: int) -> Iterator[Image.Image]:
 def run(workdir: Path, smoke: bool) -> list[CaseResult]:
     workdir.mkdir(parents=True, exist_ok=True)
     root, out, samples = make_bench_output(workdir, smoke)
+    return [*_sample_rate_cases(root, out, samples, smoke), _persistent_case(out, samples, smoke)]
+
+
+def _persistent_case(out: Path, samples: int, smoke: bool) -> CaseResult:
+    counts: set[int] = set()
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(1 if smoke else 2):  # interleaved rounds, best of each
+        for persistent in (False, True):
+            times[persistent].append(best_time(
+                lambda p=persistent: counts.add(read_epochs(out, persistent=p)), repeat=1))  # fmt: skip
+    if counts != {EPOCHS * samples}:
+        raise RuntimeError(f"{EPOCHS} epochs through DataLoader workers gave {counts} samples, "
+                           f"expected {EPOCHS * samples}")  # fmt: skip
+    restart, persistent = min(times[False]), min(times[True])
+    raw = {"samples": samples, "epochs": EPOCHS, "workers": 2, "start_method": "spawn",
+           "restarted_workers_s": restart, "persistent_workers_s": persistent}  # fmt: skip
+    return CaseResult(name="reader_persistent_workers", ratio=restart / persistent, target=">= 1.5",
+                      raw=raw, meaning=f"{EPOCHS} epochs over 2 spawned DataLoader workers: time "
+                      "restarting them every epoch / time with persistent_workers=True")  # fmt: skip
+
+
+def _sample_rate_cases(root: Path, out: Path, samples: int, smoke: bool) -> list[CaseResult]:
     repeat = 1 if smoke else 5
     counts = {read_shardify(out), read_webdataset(out), read_raw(root)}
     if counts != {samples}:

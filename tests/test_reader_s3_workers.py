@@ -16,6 +16,7 @@ import pytest
 from shardify.config import load_config
 from shardify.datagen import DatasetSpec, make_dataset
 from shardify.pipeline import build
+from tests.fixtures.reader import loader_order
 from tests.fixtures.s3 import S3Server, upload_tree
 
 torch = pytest.importorskip("torch")
@@ -49,7 +50,11 @@ def _loader_keys(url: str, options: dict[str, Any], context: str, *, persistent:
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2,
                                          multiprocessing_context=context,
                                          persistent_workers=persistent)  # fmt: skip
-    return [list(loader) for _ in range(epochs)]
+    runs = []
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        runs.append(list(loader))
+    return runs
 
 
 @pytest.mark.parametrize("context", ["fork", "spawn", "forkserver"])
@@ -63,8 +68,15 @@ def test_s3_under_dataloader_workers(s3_output: tuple[str, dict[str, Any]], cont
     assert Counter(keys) == Counter(single)  # every sample once, the same samples
 
 
-def test_s3_with_persistent_forked_workers_over_two_epochs(s3_output: tuple[str, dict[str, Any]]) -> None:
-    url, options = s3_output
-    first, second = _loader_keys(url, options, "fork", persistent=True, epochs=2)
-    assert sorted(first) == sorted(second) == sorted(f"{i:09d}" for i in range(24))
+def test_s3_with_persistent_forked_workers_over_three_epochs(s3_output: tuple[str, dict[str, Any]]) -> None:
+    """set_epoch reaches persistent workers: each epoch has its own order (issue 14)."""
+    from shardify import ShardDataset
 
+    url, options = s3_output
+    runs = _loader_keys(url, options, "fork", persistent=True, epochs=3)
+    for epoch, keys in enumerate(runs):
+        reference = ShardDataset(url, shuffle=True, seed=3, storage_options=options, transform=_key)
+        reference.set_epoch(epoch)
+        assert keys == loader_order(reference, workers=2, batch_size=1), epoch
+        assert sorted(keys) == [f"{i:09d}" for i in range(24)]
+    assert len({tuple(keys) for keys in runs}) == 3

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Literal, Optional, Union
 from shardify.errors import ManifestError, ReaderError
 from shardify.manifest import read_manifest
 from shardify.reader.decode import SampleDecodeError, decode_sample
+from shardify.reader.epoch import SharedEpoch, check_epoch
 from shardify.reader.plan import (
     Segment,
     ShardEntry,
@@ -38,6 +39,13 @@ except ImportError:  # pragma: no cover - exercised only where torch is missing
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "shardify.reader/1"
+_MISSED_STATE = (
+    "load_state_dict was called in the main process after this DataLoader worker had started "
+    "(persistent_workers=True keeps workers between epochs), so the worker cannot continue the "
+    "loaded state: load the state before the first iter(loader), or make a new DataLoader "
+    "after loading it"
+)
+"""A worker's copy made before the main process loaded a state cannot continue that state."""
 _PLAN_KEYS = ("seed", "shuffle", "shuffle_buffer", "drop_last", "world_size", "samples")
 """State fields that fix the order of an epoch: a state only fits a reader that agrees."""
 
@@ -87,11 +95,12 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         self.shuffle, self.seed, self.shuffle_buffer = shuffle, seed, shuffle_buffer
         self.drop_last, self.decode_images, self.transform = drop_last, decode_images, transform
         self.on_error, self.retries = on_error, retries
-        self.epoch = 0
+        self._epoch = SharedEpoch(0)  # shared with DataLoader workers, persistent ones too
         self.stats = ReadStats()
         self._rank, self._world_size = rank, world_size
         self._base: Optional[dict[str, Any]] = None  # a loaded state not yet used
-        self._position: Optional[dict[str, int]] = None  # worker, num_workers, count
+        self._loads_seen = 0  # states the main process had loaded when this copy was made
+        self._position: Optional[dict[str, int]] = None  # epoch, worker, num_workers, count
 
     def __repr__(self) -> str:
         rank, world = self.world()
@@ -123,14 +132,26 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
             return dist.get_rank(), dist.get_world_size()
         return 0, 1
 
+    @property
+    def epoch(self) -> int:
+        """The epoch whose order the next iteration uses: a loaded state's while it is
+        pending, else the one :meth:`set_epoch` set (shared with DataLoader workers)."""
+        return int(self._base["epoch"]) if self._base is not None else self._epoch.get()
+
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` from the next iteration on (call it every epoch).
 
-        A loaded state that belongs to another epoch is dropped.
+        It reaches DataLoader workers, persistent ones included: the epoch is shared memory
+        that a worker reads when it starts its next pass (at ``iter(loader)``). An iteration
+        already running keeps its epoch. A loaded state that belongs to another epoch is
+        dropped, and so is the position of an iteration of another epoch.
         """
+        epoch = check_epoch(epoch)
         if self._base is not None and self._base["epoch"] != epoch:
             self._base = None
-        self.epoch = epoch
+        if self._position is not None and self._position["epoch"] != epoch:
+            self._position = None
+        self._epoch.set(epoch)
 
     # -- iteration ---------------------------------------------------------------------
 
@@ -142,21 +163,24 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         if not 0 <= worker < max(1, parts):
             raise ReaderError(f"part {worker} is not in 0..{max(1, parts) - 1}")
         parts = max(1, parts)
+        if self._epoch.loads != self._loads_seen:  # raised from next(): torch then hands it
+            return _raise(ReaderError(_MISSED_STATE))  # to the main process, even on a resume
         rank, world = self.world()
+        epoch = self.epoch  # read once: this iteration keeps it
         worker, start = self._take_base(worker, parts)
-        order = shard_order(self.shards, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
+        order = shard_order(self.shards, seed=self.seed, epoch=epoch, shuffle=self.shuffle)
         first, length = worker_span(self.samples, rank, world, worker, parts, drop_last=self.drop_last)
         segments = stream_segments(order, first, length)
-        rng = make_rng("samples", self.seed, self.epoch, rank, worker) if self.shuffle else None
+        rng = make_rng("samples", self.seed, epoch, rank, worker) if self.shuffle else None
         emit = buffer_order(length, self.shuffle_buffer, rng)
-        self._position = {"worker": worker, "num_workers": parts, "count": start}
-        return self._generate(segments, emit, start)
+        self._position = {"epoch": epoch, "worker": worker, "num_workers": parts, "count": start}
+        return self._generate(segments, emit, self._position)
 
-    def _generate(self, segments: list[Segment], emit: list[int], start: int) -> Iterator[Any]:
-        """Read the segments in stream order; yield samples in ``emit`` order from ``start``."""
-        position = self._position
-        if position is None:
-            raise ReaderError("internal: iteration started without a position")
+    def _generate(self, segments: list[Segment], emit: list[int],
+                  position: dict[str, int]) -> Iterator[Any]:  # fmt: skip
+        """Read the segments in stream order; yield samples in ``emit`` order from the
+        position's count, which it advances."""
+        start = position["count"]
         raws = self._read_stream(segments, emit, start)
         held: dict[int, Union[RawSample, SampleFailure]] = {}
         last_good: Any = None
@@ -174,7 +198,7 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
             if in_a_row > self.max_consecutive_skips:
                 raise ReaderError(
                     f"{self.location.url}: {in_a_row} corrupt samples in a row (epoch "
-                    f"{self.epoch}); the shards or the reading code are likely broken: run "
+                    f"{position['epoch']}); the shards or the reading code are likely broken: run "
                     "`shardify verify` on the output (raise ShardDataset.max_consecutive_skips "
                     "to tolerate more)"
                 )
@@ -189,7 +213,7 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
             owed = 0
         if owed:
             raise ReaderError(f"{self.location.url}: no readable sample in this worker's part of "
-                              f"epoch {self.epoch}; {owed} samples were corrupt")  # fmt: skip
+                              f"epoch {position['epoch']}; {owed} samples were corrupt")  # fmt: skip
 
     def _read_stream(
         self, segments: list[Segment], emit: list[int], start: int
@@ -237,10 +261,11 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         """
         if self._position is not None:
             p = self._position
-            return self._state(p["num_workers"], {str(p["worker"]): p["count"]})
+            return self._state(p["epoch"], p["num_workers"], {str(p["worker"]): p["count"]})
         if self._base is not None:
-            return self._state(self._base["num_workers"], dict(self._base["consumed"]))
-        return self._state(None, {})
+            base = self._base
+            return self._state(base["epoch"], base["num_workers"], dict(base["consumed"]))
+        return self._state(self.epoch, None, {})
 
     def state_after(self, steps: int, loader: Any) -> dict[str, Any]:
         """The state after a training loop took ``steps`` batches from ``loader`` this epoch.
@@ -256,30 +281,34 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         if self._base is not None and self._base["num_workers"] in (None, parts):
             start = [int(self._base["consumed"].get(str(k), 0)) for k in range(parts)]
         rotation = int(self._base.get("rotation", 0)) if self._base is not None else 0
+        epoch = self.epoch
         counts, turn = loader_counts(lengths, start, steps, batch_size=loader.batch_size,
                                      drop_last=bool(loader.drop_last), first=rotation)  # fmt: skip
-        return self._state(parts, {str(k): c for k, c in enumerate(counts)}, rotation=turn)
+        return self._state(epoch, parts, {str(k): c for k, c in enumerate(counts)}, rotation=turn)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the saved epoch with exactly the samples not yet yielded."""
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ReaderError(f"not a {STATE_FORMAT} reader state: {str(state)[:200]}")
-        mine = self._state(None, {})
+        mine = self._state(self.epoch, None, {})
         for key in _PLAN_KEYS:
             if state.get(key) != mine[key]:
                 raise ReaderError(f"the saved reader state has {key}={state.get(key)!r} but this "
                                   f"reader has {key}={mine[key]!r}; resume with the same settings")  # fmt: skip
-        self.epoch = int(state["epoch"])
-        self._base = {"epoch": self.epoch, "num_workers": state.get("num_workers"),
+        epoch = check_epoch(state.get("epoch"))
+        if self._epoch.is_owner():  # the training loop's process, not a DataLoader worker
+            self._epoch.set(epoch)
+            self._loads_seen = self._epoch.count_load()
+        self._base = {"epoch": epoch, "num_workers": state.get("num_workers"),
                       "consumed": dict(state.get("consumed") or {}),
                       "rotation": int(state.get("rotation") or 0)}  # fmt: skip
         self._position = None
 
-    def _state(self, num_workers: Optional[int], consumed: dict[str, int], *,
+    def _state(self, epoch: int, num_workers: Optional[int], consumed: dict[str, int], *,
                rotation: int = 0) -> dict[str, Any]:  # fmt: skip
         rank, world = self.world()
         return {
-            "format": STATE_FORMAT, "epoch": self.epoch, "seed": self.seed,
+            "format": STATE_FORMAT, "epoch": epoch, "seed": self.seed,
             "shuffle": self.shuffle, "shuffle_buffer": self.shuffle_buffer,
             "drop_last": self.drop_last, "world_size": world, "rank": rank,
             "samples": self.samples, "num_workers": num_workers, "consumed": consumed,
@@ -303,6 +332,11 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         if str(worker) not in base["consumed"]:
             raise ReaderError(f"the reader state has no count for DataLoader worker {worker}")
         return worker, int(base["consumed"][str(worker)])
+
+
+def _raise(error: Exception) -> Iterator[Any]:
+    raise error
+    yield  # a generator: the error comes from the first next()
 
 
 def _always(index: int) -> bool:
