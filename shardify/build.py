@@ -6,26 +6,22 @@ executor only ships the small :class:`~shardify.planning.ShardTask` and the conf
 
 from __future__ import annotations
 
-import difflib
-import errno
+import functools
 import hashlib
-import itertools
 import os
-import posixpath
-import stat
 from collections import Counter
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Union
 
 import orjson
 
 from shardify.config import Config
-from shardify.errors import BuildError, MediaError, SampleError, StorageError
+from shardify.errors import BuildError, MediaError, SampleError
+from shardify.fetch import Fetched, Medium, concurrency_for, prefetch, release
 from shardify.manifest import MediaFact, ShardRecord, ShardResult, save_result
 from shardify.media.images import check_image
 from shardify.planning import ShardTask
-from shardify.progress import human_bytes
-from shardify.rejects import FILE_TOO_LARGE, MISSING_FILE, PATH_OUTSIDE_ROOT, UNREADABLE_FILE
 from shardify.schema import RejectRecord, SampleRecord, is_blank, parse_line
 from shardify.storage import Location
 from shardify.tarwriter import TarShardWriter, member_name
@@ -126,52 +122,78 @@ def iter_task_lines(task: ShardTask, source: Location, raw: bytes) -> Iterator[t
 def _check_lines(
     task: ShardTask, raw: bytes, source: Location, config: Config
 ) -> Iterator[Union[Sample, RejectRecord, None]]:
-    """Per line: None for blank, a RejectRecord, or an accepted Sample."""
-    for index, line in iter_task_lines(task, source, raw):
-        if is_blank(line):
-            yield None
-            continue
-        parsed = parse_line(line, split=task.split, file=task.file, index=index,
-                            max_num_frames=config.video.max_num_frames)  # fmt: skip
-        item = parsed if isinstance(parsed, RejectRecord) else _accept(parsed, source, config)
+    """Per line: None for blank, a RejectRecord, or an accepted Sample; media are fetched
+    ahead of the checks (:mod:`shardify.fetch`), results come in line order."""
+    parsed = _parse_lines(task, raw, source, config)
+    fetched = prefetch(source, parsed, functools.partial(_media_of, config=config),
+                       concurrency=concurrency_for(source, config.io.max_concurrency),
+                       max_bytes=config.io.max_bytes_in_flight)  # fmt: skip
+    for parsed_item, media in fetched:
+        try:
+            item = _accept(parsed_item, media, config) if isinstance(parsed_item, SampleRecord) else parsed_item
+        finally:
+            release(media)
         if isinstance(item, RejectRecord) and config.validation.on_error == "fail":
             raise SampleError(source.display(task.file), item.line, item.reason, item.detail)
         yield item
 
 
-def _accept(record: SampleRecord, source: Location, config: Config) -> Union[Sample, RejectRecord]:
+def _parse_lines(
+    task: ShardTask, raw: bytes, source: Location, config: Config
+) -> Iterator[Union[SampleRecord, RejectRecord, None]]:
+    for index, line in iter_task_lines(task, source, raw):
+        if is_blank(line):
+            yield None
+        else:
+            yield parse_line(line, split=task.split, file=task.file, index=index,
+                             max_num_frames=config.video.max_num_frames)  # fmt: skip
+
+
+def _media_of(item: Union[SampleRecord, RejectRecord, None], *, config: Config) -> list[Medium]:
+    if not isinstance(item, SampleRecord):
+        return []
+    limit = config.validation.max_image_bytes
+    media = [Medium(path, f"images[{i}]", item.line, max_bytes=limit) for i, path in enumerate(item.image_paths)]
+    if item.video_path is not None:
+        media.append(Medium(item.video_path, "video.path", item.line, video=True,
+                            max_bytes=config.validation.max_video_bytes))  # fmt: skip
+    return media
+
+
+def _accept(record: SampleRecord, media: list[Future[Fetched]], config: Config) -> Union[Sample, RejectRecord]:
     try:
-        return make_sample(record, source, config)
+        return make_sample(record, media, config)
     except MediaError as exc:
         return RejectRecord(split=record.split, line=record.line, reason=exc.code, detail=exc.detail)
 
 
-def make_sample(record: SampleRecord, source: Location, config: Config) -> Sample:
-    """Check the record's media and assemble its members; raises MediaError."""
+def make_sample(record: SampleRecord, media: list[Future[Fetched]], config: Config) -> Sample:
+    """Check the record's fetched media (in order) and assemble its members; raises MediaError."""
     doc: dict[str, Any] = dict(record.data)
     doc["source"] = {"split": record.split, "file": record.file, "line": record.line}
     members: list[tuple[str, bytes]] = []
     warnings: list[str] = []
-    media: list[MediaFact] = []
+    facts: list[MediaFact] = []
     frames = 0
     if record.image_paths:
         suffixes = []
-        for i, path in enumerate(record.image_paths):
-            data = read_media(source, path, f"images[{i}]", max_bytes=config.validation.max_image_bytes)
+        for i in range(len(record.image_paths)):
+            image = media[i].result().unwrap()
             checked = check_image(
-                data,
+                image.data,
                 decode=config.validation.decode, max_pixels=config.validation.max_image_pixels,
                 reencode=config.image.reencode, quality=config.image.quality,
             )  # fmt: skip
-            media.append(media_fact(source, record.line, path, len(data)))
+            facts.extend(f for f in (image.fact,) if f)
             suffix = f"image{i}.{checked.ext}"
             suffixes.append(suffix)
             members.append((suffix, checked.data))
         doc["image_paths"] = record.data["images"]
         doc["images"] = suffixes
     if record.video_path is not None:
-        video_doc, frame_members, warning, fact = _video_members(record, source, config)
-        media.append(fact)
+        video = media[-1].result().unwrap()
+        video_doc, frame_members, warning = _video_members(record, video.file, config)
+        facts.extend(f for f in (video.fact,) if f)
         doc["video"] = video_doc
         members.extend(frame_members)
         frames = len(video_doc["frames"])
@@ -180,33 +202,21 @@ def make_sample(record: SampleRecord, source: Location, config: Config) -> Sampl
             warnings.append(WARN_NUM_FRAMES_DEFAULTED)
     members.insert(0, ("json", orjson.dumps(doc)))
     return Sample(key=record.key, members=members, images=len(record.image_paths),
-                  frames=frames, warnings=tuple(warnings), media=tuple(media))  # fmt: skip
-
-
-def media_fact(source: Location, line: int, path: str, size: int) -> MediaFact:
-    """What ``verify --input`` later compares: the size read, and the mtime of a local file."""
-    if not source.is_local:
-        return MediaFact(line=line, path=path, bytes=size)
-    real = source.local_realpath(path)
-    try:
-        info = os.stat(real) if real is not None else None
-    except OSError:
-        info = None
-    mtime = info.st_mtime_ns if info is not None else None
-    return MediaFact(line=line, path=path, bytes=size, mtime_ns=mtime)
+                  frames=frames, warnings=tuple(warnings), media=tuple(facts))  # fmt: skip
 
 
 def _video_members(
-    record: SampleRecord, source: Location, config: Config
-) -> tuple[dict[str, Any], list[tuple[str, bytes]], Optional[str], MediaFact]:
-    from shardify.media.video_worker import extract_video_file
+    record: SampleRecord, file: str, config: Config
+) -> tuple[dict[str, Any], list[tuple[str, bytes]], Optional[str]]:
+    from shardify.media.video_worker import get_worker
 
     if record.video_path is None or record.num_frames is None:
         raise BuildError(f"line {record.line}: video record without path or num_frames")
-    limit = config.validation.max_video_bytes
-    size = resolve_media(source, record.video_path, "video.path", max_bytes=limit)
-    video = extract_video_file(source, record.video_path, num_frames=record.num_frames,
-                               config=config.video, max_bytes=limit)  # fmt: skip
+    video = get_worker().extract(
+        file, num_frames=record.num_frames, sampling=config.video.sampling,
+        jpeg_quality=config.video.jpeg_quality, max_side=config.video.max_side,
+        timeout_s=config.video.timeout_s, seek=config.video.seek,
+    )  # fmt: skip
     doc: dict[str, Any] = {
         "path": record.data["video"]["path"],
         "num_frames": record.num_frames,
@@ -222,154 +232,4 @@ def _video_members(
         if suffix not in seen:
             seen.add(suffix)
             members.append((suffix, next(frame_data)))
-    fact = media_fact(source, record.line, record.video_path, size)
-    return doc, members, WARN_VIDEO_PARTIAL if video.warning else None, fact
-
-
-def resolve_media(source: Location, path: str, where: str, *, max_bytes: Optional[int] = None) -> int:
-    """Check that ``path`` stays inside the root and names a readable regular file; its size.
-
-    Raises MediaError for anything that concerns this one file (missing, a symlink loop, a
-    name too long, a socket, no permission, larger than ``max_bytes``); a failure of the
-    store itself (EIO, an outage) stays a StorageError and stops the build.
-    """
-    if source.is_local:
-        real = _local_media_path(source, path, where)
-        info = _stat_media(real, source, path, where)
-        _check_local_stat(info, source, path, where, max_bytes)
-        return info.st_size
-    size = source.file_size(path)  # one HEAD: existence, kind and size
-    if size is None:
-        raise _missing(source, path, where)
-    if max_bytes is not None and size > max_bytes:
-        raise _too_large(where, path, size, max_bytes)
-    return size
-
-
-def read_media(source: Location, path: str, where: str, *, max_bytes: Optional[int] = None) -> bytes:
-    """The bytes of a media file inside the root; MediaError when it is not a readable file.
-
-    Memory is bounded: a file above ``max_bytes`` is rejected from its size before any byte
-    is read (local: one ``fstat``; remote: a ranged GET of at most ``max_bytes + 1`` bytes).
-    A local root reads the resolved path with one ``open`` (the fsspec ``info`` +
-    ``cat_file`` pair cost a third of a pass-through build).
-    """
-    if source.is_local:
-        return _read_local(source, _local_media_path(source, path, where), path, where, max_bytes)
-    try:  # one GET; a missing object raises FileNotFoundError (no HEAD first)
-        if max_bytes is None:
-            return source.read_bytes(path)
-        data = source.read_range(path, 0, max_bytes + 1)
-    except (FileNotFoundError, IsADirectoryError):
-        raise _missing(source, path, where) from None
-    if len(data) > max_bytes:
-        raise _too_large(where, path, source.size(path), max_bytes)
-    return data
-
-
-def _local_media_path(source: Location, path: str, where: str) -> str:
-    real = source.local_realpath(path)
-    if real is None:
-        raise MediaError(
-            PATH_OUTSIDE_ROOT, f"{where} {path!r} is a symlink that leads outside the dataset root"
-        )
-    return real
-
-
-# errno values that say something about one file, never about the store (docs: "What stops
-# a build and what does not"). Anything else (EIO, ENOSPC, ...) fails the build.
-_MISSING_ERRNOS = {errno.ENOENT, errno.ENOTDIR}
-_FILE_ERRNOS = {errno.ELOOP, errno.ENAMETOOLONG, errno.ENXIO, errno.EACCES, errno.EPERM,
-                errno.EISDIR, errno.ENODEV, errno.EOVERFLOW, errno.EINVAL}  # fmt: skip
-_SPECIAL_KINDS = ((stat.S_ISSOCK, "a socket"), (stat.S_ISFIFO, "a FIFO"),
-                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))  # fmt: skip
-
-
-def _os_error(exc: OSError, source: Location, path: str, where: str, doing: str) -> Exception:
-    """A per-sample MediaError for errors about this file; StorageError for the store's."""
-    if exc.errno in _MISSING_ERRNOS:
-        return _missing(source, path, where)
-    words = exc.strerror or str(exc)
-    if exc.errno in _FILE_ERRNOS:
-        return MediaError(UNREADABLE_FILE, f"{where} {_shown(path)}: cannot {doing}: {words}")
-    return StorageError(f"{source.display(_shown(path))}: cannot {doing}: {words}")
-
-
-def _stat_media(real: str, source: Location, path: str, where: str) -> os.stat_result:
-    try:
-        return os.stat(real)
-    except OSError as exc:
-        raise _os_error(exc, source, path, where, "stat") from None
-
-
-def _check_local_stat(
-    st: os.stat_result, source: Location, path: str, where: str, max_bytes: Optional[int]
-) -> None:
-    if stat.S_ISDIR(st.st_mode):
-        raise _missing(source, path, where)
-    for is_kind, kind in _SPECIAL_KINDS:
-        if is_kind(st.st_mode):
-            raise MediaError(UNREADABLE_FILE, f"{where} {_shown(path)} is {kind}, not a regular file")
-    if max_bytes is not None and st.st_size > max_bytes:
-        raise _too_large(where, path, st.st_size, max_bytes)
-
-
-def _read_local(source: Location, real: str, path: str, where: str, max_bytes: Optional[int]) -> bytes:
-    """Read a regular file whole, after its fstat said what it is and how big."""
-    try:
-        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
-    except OSError as exc:
-        raise _os_error(exc, source, path, where, "open") from None
-    try:
-        st = os.fstat(fd)
-        _check_local_stat(st, source, path, where, max_bytes)
-        with open(fd, "rb", closefd=False) as handle:
-            data = handle.read(st.st_size + 1)
-    except OSError as exc:
-        raise _os_error(exc, source, path, where, "read") from None
-    finally:
-        os.close(fd)
-    if len(data) != st.st_size:
-        raise MediaError(UNREADABLE_FILE, f"{where} {_shown(path)} changed size while it was read "
-                                          f"({st.st_size} -> {len(data)}+ bytes); rerun the build")  # fmt: skip
-    return data
-
-
-def _too_large(where: str, path: str, size: int, limit: int) -> MediaError:
-    return MediaError(FILE_TOO_LARGE, f"{where} {_shown(path)} is {human_bytes(size)} "
-                                      f"({size} bytes), above the limit of {human_bytes(limit)}; "
-                                      "raise validation.max_image_bytes / max_video_bytes")  # fmt: skip
-
-
-def _shown(path: str) -> str:
-    """A path for a message: quoted, and cut when absurdly long (a 5000-byte name)."""
-    text = repr(path)
-    return text if len(text) <= 160 else text[:120] + f"...' ({len(path)} characters)"
-
-
-def _missing(source: Location, path: str, where: str) -> MediaError:
-    hint = _close_match(source, path) if source.is_local else None
-    return MediaError(
-        MISSING_FILE,
-        f"{where} {path!r} not found under {source.display('')}"
-        + (f"; did you mean {hint!r}?" if hint else ""),
-    )
-
-
-def _close_match(source: Location, path: str) -> Optional[str]:
-    """A similarly named file for a missing local path (typo in a name or folder), if any."""
-    head, name = posixpath.split(path)
-    folders = [head] if os.path.isdir(source.path(head)) else _close_names(source, "", head, dirs=True)
-    for folder in folders:
-        for match in _close_names(source, folder, name, dirs=False):
-            return posixpath.join(folder, match) if folder else match
-    return None
-
-
-def _close_names(source: Location, folder: str, name: str, *, dirs: bool) -> list[str]:
-    try:
-        with os.scandir(source.path(folder)) as entries:
-            names = [e.name for e in itertools.islice(entries, 10_000) if e.is_dir() == dirs]
-    except OSError:
-        return []
-    return difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return doc, members, WARN_VIDEO_PARTIAL if video.warning else None

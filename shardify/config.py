@@ -49,6 +49,17 @@ class ExecutorConfig(_Model):
     )
 
 
+class IOConfig(_Model):
+    """How a shard task reads media: reads in flight, bytes held ahead of the checks."""
+
+    max_concurrency: Optional[int] = Field(
+        None, ge=1, description="media reads in flight per shard task (default: 32 remote, 4 local)"
+    )
+    max_bytes_in_flight: int = Field(
+        256 << 20, ge=1, description="stop reading ahead while fetched, unchecked media hold more"
+    )
+
+
 class ValidationConfig(_Model):
     """How hard each sample is checked, and what a bad one does to the build."""
 
@@ -104,6 +115,7 @@ class Config(_Model):
     storage_options: dict[str, Any] = Field(default_factory=dict)
     shard: ShardConfig = ShardConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    io: IOConfig = IOConfig()
     validation: ValidationConfig = ValidationConfig()
     image: ImageConfig = ImageConfig()
     video: VideoConfig = VideoConfig()
@@ -125,14 +137,14 @@ class Config(_Model):
     def output_settings(self) -> dict[str, Any]:
         """Every setting that decides the bytes of the output, as plain JSON values.
 
-        Leaves out where the output goes, how the work is executed, storage options (which
+        Leaves out where the output goes, how the work is executed (``executor``, ``io``), storage options (which
         may hold credentials) and ``validation.on_error``/``max_reject_fraction`` (they stop a build, never change
         what a finished build holds), so the same data built by any executor matches. The
         input is normalised (absolute local path, no trailing slash).
         """
         settings = self.model_dump(
             mode="json",
-            exclude={"output": True, "executor": True, "storage_options": True,
+            exclude={"output": True, "executor": True, "storage_options": True, "io": True,
                      "validation": {"on_error", "max_reject_fraction"}},
         )  # fmt: skip
         settings["input"] = normalise_location(self.input)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shardify.build import read_media
 from shardify.errors import MediaError
+from shardify.mediafiles import read_media
 from shardify.storage import Location
 
 

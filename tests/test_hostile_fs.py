@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from shardify.build import read_media, resolve_media
 from shardify.config import load_config
 from shardify.errors import MediaError
 from shardify.manifest import read_rejects
+from shardify.mediafiles import read_media, resolve_media
 from shardify.pipeline import build, validate
 from shardify.storage import Location
 from tests.conftest import run_cli, write_config

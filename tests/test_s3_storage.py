@@ -208,8 +208,8 @@ def test_bad_credentials_are_one_line_without_the_secret(s3_server: S3Server, s3
 
 def test_s3_media_above_the_size_limit_is_rejected_from_a_bounded_read(s3_server: S3Server) -> None:
     """On S3 the size limit costs one ranged GET of at most limit + 1 bytes, never the object."""
-    from shardify.build import read_media
     from shardify.errors import MediaError
+    from shardify.mediafiles import read_media
 
     bucket = f"big-{uuid.uuid4().hex[:8]}"
     client = s3_server.client()

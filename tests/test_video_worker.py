@@ -154,18 +154,28 @@ def test_build_with_a_hung_decoder_completes_in_ray_workers(
 
 
 def test_remote_videos_are_copied_locally_for_the_helper(video_files: dict[str, Path]) -> None:
+    """The fetch stage copies a remote video to a temporary file, the helper decodes it, and
+    the copy is gone once released."""
+    import os
+
     import fsspec
 
-    from shardify.config import VideoConfig
-    from shardify.media.video_worker import extract_video_file
+    from shardify.fetch import Medium, fetch_medium
+    from shardify.media.video_worker import get_worker
     from shardify.storage import Location
 
     fs = fsspec.filesystem("memory")
     fs.pipe_file("/video-test/clips/b.mp4", video_files["bframes"].read_bytes())
     source = Location("memory://video-test")
     assert not source.is_local
-    video = extract_video_file(
-        source, "clips/b.mp4", num_frames=3, config=VideoConfig(sampling="uniform")
-    )
+    fetched = fetch_medium(source, Medium("clips/b.mp4", "video.path", 1, video=True)).unwrap()
+    assert fetched.temporary and os.path.isfile(fetched.file)
+    assert fetched.fact is not None and fetched.fact.bytes == video_files["bframes"].stat().st_size
+    video = get_worker().extract(fetched.file, num_frames=3, sampling="uniform", jpeg_quality=90,
+                                 max_side=None, timeout_s=60)  # fmt: skip
     assert video.total_frames == 192 and list(video.frame_indices) == [0, 96, 191]
+    fetched.release()
+    assert not os.path.exists(fetched.file)
+    too_small = fetch_medium(source, Medium("clips/b.mp4", "video.path", 1, video=True, max_bytes=1000))
+    assert too_small.error is not None and too_small.error.code == "file_too_large"
     fs.rm("/video-test", recursive=True)

@@ -22,16 +22,13 @@ import select
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import IO, Any, Optional
 
-from shardify.config import VideoConfig
 from shardify.errors import MediaError
 from shardify.media.video import ExtractedVideo, Sampling
-from shardify.rejects import FILE_TOO_LARGE, UNREADABLE_VIDEO, VIDEO_TIMEOUT
-from shardify.storage import Location
+from shardify.rejects import UNREADABLE_VIDEO, VIDEO_TIMEOUT
 
 log = logging.getLogger(__name__)
 _HEADER = struct.Struct("<Q")
@@ -138,40 +135,6 @@ def get_worker() -> VideoWorker:
             _worker = VideoWorker()
             atexit.register(_worker.close)
         return _worker
-
-
-def extract_video_file(
-    source: Location, name: str, *, num_frames: int, config: VideoConfig,
-    max_bytes: Optional[int] = None,
-) -> ExtractedVideo:
-    """Extract the frames of ``name`` under ``source`` in this process's helper.
-
-    Local files are read in place; remote ones are first copied to a local temporary file
-    (the copy is not part of the time limit, and stops with ``file_too_large`` past
-    ``max_bytes``).
-    """
-    options = {"num_frames": num_frames, "sampling": config.sampling, "jpeg_quality": config.jpeg_quality,
-               "max_side": config.max_side, "timeout_s": config.timeout_s, "seek": config.seek}  # fmt: skip
-    if source.is_local:
-        return get_worker().extract(source.path(name), **options)  # type: ignore[arg-type]
-    suffix = os.path.splitext(name)[1][:16]
-    handle, path = tempfile.mkstemp(prefix="shardify-video-", suffix=suffix)
-    try:
-        with os.fdopen(handle, "wb") as out, source.open(name, "rb") as remote:
-            _copy_bounded(remote, out, max_bytes, name)
-        return get_worker().extract(path, **options)  # type: ignore[arg-type]
-    finally:
-        os.unlink(path)
-
-
-def _copy_bounded(src: IO[bytes], dst: IO[bytes], max_bytes: Optional[int], name: str) -> None:
-    copied = 0
-    while chunk := src.read(1 << 20):
-        copied += len(chunk)
-        if max_bytes is not None and copied > max_bytes:
-            raise MediaError(FILE_TOO_LARGE, f"video.path {name!r} is larger than "
-                                             f"validation.max_video_bytes={max_bytes}")  # fmt: skip
-        dst.write(chunk)
 
 
 def _write(stream: IO[bytes], obj: Any) -> None:
