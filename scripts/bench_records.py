@@ -1,10 +1,10 @@
 """What binding records to their input costs: planning time with hashing on vs off, and the
 manifest bytes per shard against the round-1 shard entry.
 
-- ``planning_hash_cost``: the driver's planning pass (``pipeline.plan_split``: stream, parse
-  every line, cut shards) over a 1M-line text-only JSONL, with the input hashed (file sha256,
-  each shard range's sha256, an 8-byte blake2b per line written to a file) against the same
-  pass with no hashing. Interleaved, best of 3.
+- ``planning_hash_cost``: the driver's planning pass (``planner.plan_split``: stream, parse
+  every line, cut shards) over a 1M-line text-only JSONL, with the input hashed as a build
+  does (a fast sha256 pass over the file, then an 8-byte CRC-32+length per line written to a
+  file while planning) against the same planning with no hashing. Interleaved, best of 3.
 - ``manifest_bytes_per_shard``: the bytes one shard adds to manifest.json as written
   (indented) now, against the four keys round 1 wrote (name, samples, bytes, sha256), from a
   real build.
@@ -25,8 +25,9 @@ from benchlib import CaseResult, best_time, run_standalone  # noqa: E402
 
 from shardify.config import load_config  # noqa: E402
 from shardify.datagen import DatasetSpec, chat, make_dataset, text_item  # noqa: E402
-from shardify.inputs import InputHasher  # noqa: E402
-from shardify.pipeline import build, plan_split  # noqa: E402
+from shardify.inputs import LineMarks, digest_input  # noqa: E402
+from shardify.pipeline import build  # noqa: E402
+from shardify.planner import plan_split  # noqa: E402
 from shardify.storage import Location  # noqa: E402
 
 log = logging.getLogger("bench.records")
@@ -50,8 +51,11 @@ def _plan(root: Path, hashed: bool) -> int:
                           "shard": {"max_samples": 1000}})  # fmt: skip
     source = Location(str(root))
     with tempfile.TemporaryFile() as lines_out:
-        hasher = InputHasher("train.jsonl", lines_out=lines_out) if hashed else None
-        return len(list(plan_split(source, "train", config, hasher=hasher)))
+        marks = LineMarks(lines_out) if hashed else None
+        tasks = len(list(plan_split(source, "train", config, marks=marks)))
+        if hashed:  # the fast pass a build makes before planning: sha256 of the whole file
+            digest_input(source, "train.jsonl")
+        return tasks
 
 
 def _planning_case(workdir: Path, smoke: bool) -> CaseResult:

@@ -1,9 +1,10 @@
 """What a build knows about its input: digests, and how a rerun's input differs.
 
-A build records each split's JSONL as an :class:`~shardify.manifest.InputRecord` (size,
-sha256, lines) and, per line, an 8-byte digest (``_shardify/lines/<split>.bin``). A rerun
-compares the JSONL against them: unchanged, appended (the old file is a byte prefix of the
-new one), or changed, in which case the first changed line is named.
+Before it plans, a build hashes each split's JSONL in one fast pass (no parsing) into an
+:class:`~shardify.manifest.InputRecord` (size, sha256, lines); while it plans, it writes an
+8-byte digest per line (``_shardify/lines/<split>.bin``). A rerun compares the JSONL with
+them: unchanged, appended (the old file is a byte prefix of the new one), or changed, in
+which case the first changed line is named from the line digests.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from shardify.storage import Location
 
 LINE_DIGEST_BYTES = 8
 _CHUNK = 1 << 20
-_BATCH = 1 << 20  # lines are hashed in ~1 MiB batches: one hashlib call per batch, not per line
 _MARKS = 1 << 16
 
 
@@ -41,40 +41,42 @@ def _pack(marks: array[int] | list[int]) -> bytes:
     return packed.tobytes()
 
 
-class InputHasher:
-    """Fed a split's lines in order (planning), or its chunks (``feed_chunk``): the file's
-    sha256, size and line count, its sha256 over the first ``prefix_at`` bytes (to tell an
-    append from an edit; chunk mode), and per-line digests written to ``lines_out``."""
+class LineMarks:
+    """Per-line digests written as the planner reads a split: 8 bytes a line."""
 
-    def __init__(self, file: str, *, prefix_at: Optional[int] = None,
-                 lines_out: Optional[IO[bytes]] = None) -> None:  # fmt: skip
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self._marks: array[int] = array("I")
+        self.lines = 0
+
+    def feed(self, raw: bytes) -> None:
+        marks = self._marks
+        marks.append(zlib.crc32(raw))
+        marks.append(len(raw) & 0xFFFFFFFF)
+        if len(marks) >= _MARKS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._marks:
+            self.lines += len(self._marks) // 2
+            self._out.write(_pack(self._marks))
+            self._marks = array("I")
+
+
+class InputHasher:
+    """Fed a split's JSONL in chunks cut anywhere: its sha256, size and line count, and its
+    sha256 over the first ``prefix_at`` bytes (to tell an append from an edit)."""
+
+    def __init__(self, file: str, *, prefix_at: Optional[int] = None) -> None:
         self.file = file
         self.prefix_at = prefix_at
         self.prefix_sha256: Optional[str] = None
         self._digest = hashlib.sha256()
         self._size = 0
         self._lines = 0
-        self._out = lines_out
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-        self._marks: array[int] = array("I")
-        self._tail = b""  # last byte fed in chunk mode: a final line without newline counts
+        self._tail = b""  # the last byte seen: a final line without newline still counts
 
     def feed(self, data: bytes) -> None:
-        """Add the next whole line (its ending kept)."""
-        self._pending.append(data)
-        self._pending_bytes += len(data)
-        if self._pending_bytes >= _BATCH:
-            self._flush()
-        self._lines += 1
-        if self._out is not None:
-            self._marks.append(zlib.crc32(data))
-            self._marks.append(len(data) & 0xFFFFFFFF)
-            if len(self._marks) >= _MARKS:
-                self._write_marks()
-
-    def feed_chunk(self, data: bytes) -> None:
-        """Add the next bytes of the file, cut anywhere."""
         at = self.prefix_at
         if at is not None and self.prefix_sha256 is None and self._size + len(data) >= at:
             head = self._digest.copy()
@@ -86,26 +88,10 @@ class InputHasher:
         self._tail = data[-1:] or self._tail
 
     def record(self) -> InputRecord:
-        """The file's record; writes the last line digests (call once, at the end)."""
-        self._flush()
-        self._write_marks()
         lines = self._lines + (1 if self._tail not in (b"", b"\n") else 0)
         if self.prefix_at == self._size and self.prefix_sha256 is None:
             self.prefix_sha256 = self._digest.hexdigest()
         return InputRecord(file=self.file, bytes=self._size, sha256=self._digest.hexdigest(), lines=lines)
-
-    def _flush(self) -> None:
-        if self._pending:
-            batch = b"".join(self._pending)
-            self._digest.update(batch)
-            self._size += len(batch)
-            self._pending.clear()
-            self._pending_bytes = 0
-
-    def _write_marks(self) -> None:
-        if self._out is not None and self._marks:
-            self._out.write(_pack(self._marks))
-            self._marks = array("I")
 
 
 def digest_input(source: Location, file: str, *, prefix_at: Optional[int] = None) -> tuple[InputRecord, Optional[str]]:
@@ -114,7 +100,7 @@ def digest_input(source: Location, file: str, *, prefix_at: Optional[int] = None
     hasher = InputHasher(file, prefix_at=prefix_at)
     with source.open(file, "rb") as handle:
         while chunk := handle.read(_CHUNK):
-            hasher.feed_chunk(chunk)
+            hasher.feed(chunk)
     record = hasher.record()
     return record, hasher.prefix_sha256
 

@@ -12,46 +12,76 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Optional
 
 from shardify.manifest import Manifest, ShardResult
+from shardify.planning import ShardTask
 
 
 @dataclass(slots=True)
 class Progress:
-    """Counts what finished shards report and draws a one-line bar."""
+    """Counts what finished shards report and draws a one-line bar with an ETA.
+
+    The line count is known before planning (the input's fast hashing pass counts lines);
+    the shard count grows while planning runs (shown as ``12+``).
+    """
 
     total_shards: int
     total_lines: int
     stream: Optional[IO[str]] = None
     interval_s: float = 5.0
     shards: int = 0
+    kept: int = 0
+    """Shards found finished by an earlier run (not built now)."""
     lines: int = 0
+    kept_lines: int = 0
     samples: int = 0
     rejected: int = 0
+    planning: bool = True
     started: float = field(default_factory=time.monotonic)
     _last: float = 0.0
 
-    def update(self, result: ShardResult) -> None:
+    def planned(self, task: ShardTask) -> None:
+        self.total_shards += 1
+
+    def planning_done(self) -> None:
+        self.planning = False
+
+    def update(self, result: ShardResult, *, kept: bool = False) -> None:
         self.shards += 1
         self.lines += result.shard.lines
         self.samples += result.shard.samples
         self.rejected += result.shard.rejected
+        if kept:
+            self.kept += 1
+            self.kept_lines += result.shard.lines
         self._draw(final=False)
 
     def finish(self) -> None:
+        self.planning = False
         self._draw(final=True)
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    def eta_s(self) -> Optional[float]:
+        """Seconds left at the rate of the lines built in this run (kept shards excluded)."""
+        built = self.lines - self.kept_lines
+        left = self.total_lines - self.lines
+        if built <= 0 or left <= 0:
+            return None
+        return self.elapsed * left / built
+
     def line(self) -> str:
         rate = self.samples / self.elapsed if self.elapsed > 0 else 0.0
         pct = 100.0 * self.lines / self.total_lines if self.total_lines else 100.0
         width = 24
-        filled = int(width * pct / 100)
+        filled = int(width * min(pct, 100.0) / 100)
         bar = "#" * filled + "-" * (width - filled)
+        shards = f"{self.total_shards}+" if self.planning else str(self.total_shards)
+        eta = self.eta_s()
         return (
-            f"[{bar}] {pct:5.1f}%  shards {self.shards}/{self.total_shards}  "
+            f"[{bar}] {pct:5.1f}%  shards {self.shards}/{shards}  "
             f"samples {self.samples}  rejects {self.rejected}  {rate:,.0f} samples/s"
+            + (f"  ETA {_duration(eta)}" if eta is not None else "")
         )
 
     def _draw(self, *, final: bool) -> None:
@@ -134,3 +164,13 @@ def human_bytes(value: float) -> str:
             return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def _duration(seconds: float) -> str:
+    """``75`` -> ``1m15s``; ``4000`` -> ``1h06m``."""
+    whole = int(seconds + 0.5)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"

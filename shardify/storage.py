@@ -153,6 +153,18 @@ class Location:
         names = [posixpath.basename(str(e).rstrip("/")) for e in entries]
         return sorted(n for n in names if n and n.startswith(prefix))
 
+    def list_sizes(self, folder: str = "") -> dict[str, int]:
+        """``{name: size}`` of the files directly in ``folder``: one listing (S3: paginated
+        LIST, 1000 keys a request), never a request per file."""
+        path = self.path(folder) if folder else self.root
+        self._forget(path)
+        try:
+            entries = self._call("list", folder, self.fs.ls, path, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        return {posixpath.basename(str(e["name"]).rstrip("/")): int(e.get("size") or 0)
+                for e in entries if e.get("type") == "file"}  # fmt: skip
+
     # -- reading --
 
     def open(self, name: str, mode: str = "rb", **kwargs: Any) -> IO[bytes]:

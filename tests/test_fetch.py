@@ -193,5 +193,5 @@ def test_s3_builds_read_concurrently_and_are_identical(images_root: Path, tmp_pa
             assert get_object(s3_server, s3_bucket, f"{prefix}/{name}") == (local / name).read_bytes(), name
         rejects = get_object(s3_server, s3_bucket, f"{prefix}/rejects.jsonl").splitlines()
         assert [orjson.loads(r)["reason"] for r in rejects] == [MISSING_FILE]
-    assert seen[1] == 1 and seen[None] >= 8, seen
+    assert seen[1] <= 2 and seen[None] >= 8, seen  # 2: the planner streams the JSONL meanwhile
     assert set(Path(tempfile.gettempdir()).glob("shardify-video-*")) <= copies_before  # copies removed

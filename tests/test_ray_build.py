@@ -32,7 +32,7 @@ from tests.fixtures.ray import (
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-PROGRESS = re.compile(r"^\[[#-]{24}\] +\d+\.\d%  shards \d+/\d+  samples \d+  rejects \d+  ")
+PROGRESS = re.compile(r"^\[[#-]{24}\] +\d+\.\d%  shards \d+/\d+\+?  samples \d+  rejects \d+  ")
 
 
 def write_yaml(path: Path, keys: dict[str, object]) -> Path:

@@ -18,7 +18,7 @@ import shardify.pipeline as pipeline
 from shardify.config import load_config
 from shardify.datagen import DatasetSpec, chat, image_item, make_dataset
 from shardify.errors import OutputMismatchError
-from shardify.inputs import Change, InputHasher, classify, digest_input, first_change
+from shardify.inputs import Change, LineMarks, classify, digest_input, first_change
 from shardify.pipeline import build
 from shardify.storage import Location
 from tests.conftest import run_cli, write_config
@@ -95,10 +95,14 @@ def test_an_append_is_a_byte_prefix_and_anything_else_is_a_change(old: bytes, ex
                 min_size=1, max_size=30), st.data())  # fmt: skip
 def test_the_first_changed_line_is_found(lines: list[bytes], data: st.DataObject) -> None:
     """Line digests from planning name exactly the first line that differs."""
-    hasher = InputHasher("a.jsonl", lines_out=(out := _Sink()))
+    marks = LineMarks(out := _Sink())
     for line in lines:
-        hasher.feed(line)
-    old = hasher.record()
+        marks.feed(line)
+    marks.flush()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "a.jsonl").write_bytes(b"".join(lines))
+        old, _ = digest_input(Location(tmp), "a.jsonl")
+    assert marks.lines == old.lines
     at = data.draw(st.integers(0, len(lines) - 1))
     kind = data.draw(st.sampled_from(["edit", "insert", "truncate"]))
     new = list(lines)
