@@ -22,12 +22,13 @@ from shardify.fetch import Fetched, Medium, concurrency_for, prefetch, release
 from shardify.manifest import MediaFact, ShardRecord, ShardResult, save_result
 from shardify.media.images import check_image
 from shardify.planning import ShardTask
-from shardify.schema import RejectRecord, SampleRecord, is_blank, parse_line
+from shardify.schema import RejectRecord, SampleRecord, WarningRecord, is_blank, parse_line
 from shardify.storage import Location
 from shardify.tarwriter import TarShardWriter, member_name
 
 WARN_NUM_FRAMES_DEFAULTED = "num_frames_defaulted"
 WARN_VIDEO_PARTIAL = "video_partial_decode"
+WARN_NUM_FRAMES_ABOVE_TOTAL = "num_frames_above_total"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,7 +39,7 @@ class Sample:
     members: list[tuple[str, bytes]]
     images: int = 0
     frames: int = 0
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[WarningRecord, ...] = ()
     media: tuple[MediaFact, ...] = ()
 
 
@@ -75,7 +76,7 @@ def _summarise(
 ) -> ShardResult:
     rejects: list[RejectRecord] = []
     media: list[MediaFact] = []
-    warnings: Counter[str] = Counter()
+    warnings: list[WarningRecord] = []
     samples = blank = images = frames = 0
     for item in items:
         if item is None:
@@ -86,7 +87,7 @@ def _summarise(
             samples += 1
             images += item.images
             frames += item.frames
-            warnings.update(item.warnings)
+            warnings.extend(item.warnings)
             media.extend(item.media)
             if writer is not None:
                 for suffix, data in item.members:
@@ -97,10 +98,10 @@ def _summarise(
         first_line=task.first_line, end_line=task.end_line, start_byte=task.start_byte,
         end_byte=task.end_byte, input_sha256=input_sha256, blank=blank, images=images,
         frames=frames, rejects_by_reason=dict(sorted(Counter(r.reason for r in rejects).items())),
-        warnings=dict(sorted(warnings.items())),
+        warnings=dict(sorted(Counter(w.reason for w in warnings).items())),
     )  # fmt: skip
     return ShardResult(split=task.split, index=task.index, shard=record, rejects=tuple(rejects),
-                       media=tuple(media))  # fmt: skip
+                       warnings=tuple(warnings), media=tuple(media))  # fmt: skip
 
 
 def iter_task_lines(task: ShardTask, source: Location, raw: bytes) -> Iterator[tuple[int, bytes]]:
@@ -172,7 +173,7 @@ def make_sample(record: SampleRecord, media: list[Future[Fetched]], config: Conf
     doc: dict[str, Any] = dict(record.data)
     doc["source"] = {"split": record.split, "file": record.file, "line": record.line}
     members: list[tuple[str, bytes]] = []
-    warnings: list[str] = []
+    warnings: list[WarningRecord] = []
     facts: list[MediaFact] = []
     frames = 0
     if record.image_paths:
@@ -192,14 +193,13 @@ def make_sample(record: SampleRecord, media: list[Future[Fetched]], config: Conf
         doc["images"] = suffixes
     if record.video_path is not None:
         video = media[-1].result().unwrap()
-        video_doc, frame_members, warning = _video_members(record, video.file, config)
+        video_doc, frame_members, notes = _video_members(record, video.file, config)
         facts.extend(f for f in (video.fact,) if f)
         doc["video"] = video_doc
         members.extend(frame_members)
         frames = len(video_doc["frames"])
-        warnings.extend(w for w in (warning,) if w)
-        if record.num_frames_defaulted:
-            warnings.append(WARN_NUM_FRAMES_DEFAULTED)
+        warnings.extend(WarningRecord(split=record.split, line=record.line, reason=code, detail=detail)
+                        for code, detail in notes)  # fmt: skip
     members.insert(0, ("json", orjson.dumps(doc)))
     return Sample(key=record.key, members=members, images=len(record.image_paths),
                   frames=frames, warnings=tuple(warnings), media=tuple(facts))  # fmt: skip
@@ -207,7 +207,8 @@ def make_sample(record: SampleRecord, media: list[Future[Fetched]], config: Conf
 
 def _video_members(
     record: SampleRecord, file: str, config: Config
-) -> tuple[dict[str, Any], list[tuple[str, bytes]], Optional[str]]:
+) -> tuple[dict[str, Any], list[tuple[str, bytes]], list[tuple[str, str]]]:
+    """The video's json, its frame members, and its warnings as (code, detail)."""
     from shardify.media.video_worker import get_worker
 
     if record.video_path is None or record.num_frames is None:
@@ -232,4 +233,14 @@ def _video_members(
         if suffix not in seen:
             seen.add(suffix)
             members.append((suffix, next(frame_data)))
-    return doc, members, WARN_VIDEO_PARTIAL if video.warning else None
+    notes: list[tuple[str, str]] = []
+    if record.num_frames_defaulted:
+        notes.append((WARN_NUM_FRAMES_DEFAULTED, f"video.num_frames is missing; {record.num_frames} "
+                      "frames were sampled (the default)"))  # fmt: skip
+    if record.num_frames > video.total_frames:
+        notes.append((WARN_NUM_FRAMES_ABOVE_TOTAL, f"num_frames {record.num_frames} is above the "
+                      f"video's {video.total_frames} frame(s), so frames repeat (as the Aria "
+                      "loader does); lower num_frames"))  # fmt: skip
+    if video.warning:
+        notes.append((WARN_VIDEO_PARTIAL, video.warning))
+    return doc, members, notes

@@ -4,6 +4,7 @@
 
     manifest.json                 written last; its presence means the build is complete
     rejects.jsonl                 one line per rejected input line
+    warnings.jsonl                one line per warning (a sample kept, with a caveat)
     train-000000.tar ...          the shards, sequential, input order
     _shardify/build.json          the running build's config and input (removed when complete)
     _shardify/done/<shard>.json   one result per finished shard (kept: a rerun reuses them)
@@ -23,6 +24,7 @@ import uuid
 
 MANIFEST_NAME = "manifest.json"
 REJECTS_NAME = "rejects.jsonl"
+WARNINGS_NAME = "warnings.jsonl"
 STATE_DIR = "_shardify"
 BUILD_STATE_NAME = f"{STATE_DIR}/build.json"
 DONE_DIR = f"{STATE_DIR}/done"
@@ -69,4 +71,4 @@ def is_temp_name(name: str) -> bool:
 
 def is_ours(name: str) -> bool:
     """A top-level name that a shardify build writes (``--overwrite`` removes exactly these)."""
-    return name in (MANIFEST_NAME, REJECTS_NAME, STATE_DIR) or is_shard_name(name)
+    return name in (MANIFEST_NAME, REJECTS_NAME, WARNINGS_NAME, STATE_DIR) or is_shard_name(name)

@@ -25,8 +25,14 @@ import orjson
 from shardify._version import __version__
 from shardify.config import settings_fingerprint
 from shardify.errors import ManifestError
-from shardify.layout import BUILD_STATE_NAME, MANIFEST_NAME, REJECTS_NAME, result_name
-from shardify.schema import RejectRecord
+from shardify.layout import (
+    BUILD_STATE_NAME,
+    MANIFEST_NAME,
+    REJECTS_NAME,
+    WARNINGS_NAME,
+    result_name,
+)
+from shardify.schema import RejectRecord, WarningRecord
 from shardify.storage import Location
 
 MANIFEST_FORMAT = "shardify.manifest/1"
@@ -132,15 +138,17 @@ class ShardResult:
     index: int
     shard: ShardRecord
     rejects: tuple[RejectRecord, ...] = ()
+    warnings: tuple[WarningRecord, ...] = ()
     media: tuple[MediaFact, ...] = ()
 
     def without_details(self) -> ShardResult:
-        """A copy without the reject records and media facts (they stay in the done file)."""
-        return replace(self, rejects=(), media=())
+        """A copy without rejects, warnings and media facts (they stay in the done file)."""
+        return replace(self, rejects=(), warnings=(), media=())
 
     def to_json(self) -> dict[str, Any]:
         return {"split": self.split, "index": self.index, "shard": self.shard.to_json(),
                 "rejects": [r.to_json() for r in self.rejects],
+                "warnings": [w.to_json() for w in self.warnings],
                 "media": [m.to_json() for m in self.media]}  # fmt: skip
 
     @classmethod
@@ -148,6 +156,7 @@ class ShardResult:
         return cls(split=str(data["split"]), index=int(data["index"]),
                    shard=ShardRecord.from_json(data["shard"]),
                    rejects=tuple(RejectRecord(**r) for r in data["rejects"]),
+                   warnings=tuple(WarningRecord(**w) for w in data.get("warnings", ())),
                    media=tuple(MediaFact.from_json(m) for m in data.get("media", ())))  # fmt: skip
 
 
@@ -327,17 +336,37 @@ def write_build_state(output: Location, state: BuildState) -> None:
     output.write_bytes(BUILD_STATE_NAME, orjson.dumps(state.to_json()))
 
 
-def write_rejects(output: Location, rejects: Iterable[RejectRecord]) -> None:
-    """Stream reject records through a local temp file, then commit it in one piece."""
-    staging = output.staging_path(REJECTS_NAME)
+def write_rejects(output: Location, rejects: Iterable[RejectRecord], name: str = REJECTS_NAME) -> None:
+    """Stream reject (or warning) records through a local temp file, then commit it whole."""
+    staging = output.staging_path(name)
     try:
         with open(staging, "wb") as handle:
             for reject in rejects:
                 handle.write(orjson.dumps(reject.to_json()) + b"\n")
-        output.put_file(staging, REJECTS_NAME)
+        output.put_file(staging, name)
     finally:
         if os.path.exists(staging):
             os.unlink(staging)
+
+
+def write_trails(output: Location, results: Iterable[ShardResult]) -> None:
+    """rejects.jsonl and warnings.jsonl from the shards' results in input order, streamed
+    through local temp files and each committed in one piece."""
+    names = (REJECTS_NAME, WARNINGS_NAME)
+    stagings = [output.staging_path(name) for name in names]
+    try:
+        with open(stagings[0], "wb") as rejects, open(stagings[1], "wb") as warnings:
+            for result in results:
+                for reject in result.rejects:
+                    rejects.write(orjson.dumps(reject.to_json()) + b"\n")
+                for warning in result.warnings:
+                    warnings.write(orjson.dumps(warning.to_json()) + b"\n")
+        for staging, name in zip(stagings, names):
+            output.put_file(staging, name)
+    finally:
+        for staging in stagings:
+            if os.path.exists(staging):
+                os.unlink(staging)
 
 
 def read_rejects(output: Location) -> list[dict[str, Any]]:

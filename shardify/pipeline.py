@@ -35,7 +35,7 @@ from shardify.manifest import (
     read_manifest,
     write_build_state,
     write_manifest,
-    write_rejects,
+    write_trails,
 )
 from shardify.places import check_locations, resolve_splits
 from shardify.planner import PlanStream
@@ -48,7 +48,6 @@ from shardify.reruns import (
     remove_temp_files,
     remove_unplanned_shards,
 )
-from shardify.schema import RejectRecord
 from shardify.storage import Location, normalise_location
 
 log = logging.getLogger(__name__)
@@ -202,7 +201,7 @@ def _finish(
         for split in job.splits
     }  # fmt: skip
     output.makedirs()
-    write_rejects(output, _iter_rejects(job, plans, results))
+    write_trails(output, _full_results(job, plans, results))
     check_reject_budget(splits, job.config.validation.max_reject_fraction, output.display(REJECTS_NAME))
     if not job.write:
         splits = {name: replace(info, shards=()) for name, info in splits.items()}
@@ -232,20 +231,28 @@ def check_reject_budget(splits: dict[str, SplitInfo], budget: Optional[float], w
             )
 
 
-def _iter_rejects(job: _Job, plans: dict[str, list[ShardTask]], results: dict[str, ShardResult]) -> Iterator[RejectRecord]:
-    """Every reject in input order, streamed from the saved done files when building."""
-    for split in job.splits:
-        for task in plans[split]:
-            result = results[task.name]
-            if job.write and result.shard.rejected:
-                saved = load_result(job.output, task.name)
-                if saved is None:
-                    raise BuildError(
-                        f"{job.output.display(result_name(task.name))} vanished before the build "
-                        "finished; rerun the build"
-                    )
-                result = saved
-            yield from result.rejects
+def _full_results(job: _Job, plans: dict[str, list[ShardTask]],
+                  results: dict[str, ShardResult]) -> Iterator[ShardResult]:  # fmt: skip
+    """Every shard's result with its rejects and warnings, in input order: read back from
+    the done files when building (several at once), as they are when validating."""
+    tasks = [task for split in job.splits for task in plans[split]]
+    if not job.write:
+        yield from (results[t.name] for t in tasks)
+        return
+
+    def full(task: ShardTask) -> ShardResult:
+        result = results[task.name]
+        if not (result.shard.rejected or result.shard.warnings):
+            return result
+        saved = load_result(job.output, task.name)
+        if saved is None:
+            raise BuildError(f"{job.output.display(result_name(task.name))} vanished before the build "
+                             "finished; rerun the build")  # fmt: skip
+        return saved
+
+    with ThreadPoolExecutor(max_workers=RECORD_READS, thread_name_prefix="shardify-records") as pool:
+        for _, result in _ordered(pool, tasks, full):
+            yield result
 
 
 def _finished(output: Location, task: ShardTask, unchanged: dict[str, int], done: set[str],

@@ -114,6 +114,7 @@ def format_summary(manifest: Manifest, *, elapsed_s: float, executor: str, outpu
     if warnings:
         out.append("warnings:")
         out.extend(f"  {name:<22} {count}" for name, count in sorted(warnings.items()))
+        out.append(f"  details: {output.rstrip('/')}/warnings.jsonl")
     if already_complete:
         out.append("already complete: this output holds a finished build of this config; "
                    "nothing to do (--overwrite rebuilds it)")

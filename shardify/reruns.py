@@ -17,6 +17,7 @@ from shardify.layout import (
     DONE_DIR,
     REJECTS_NAME,
     STATE_DIR,
+    WARNINGS_NAME,
     is_ours,
     is_shard_name,
     is_temp_name,
@@ -51,8 +52,9 @@ def prepare_output(output: Location, settings: dict[str, Any], *, overwrite: boo
             f"{_changes(previous.config, settings)}; rerun with --overwrite to start over, "
             "or choose another output"
         )
-    # A lone rejects.jsonl is a `shardify validate` report: the build replaces it.
-    leftovers = [n for n in output.list_names() if is_ours(n) and n not in (REJECTS_NAME, STATE_DIR)]
+    # A lone rejects.jsonl (+ warnings.jsonl) is a `shardify validate` report: the build replaces it.
+    leftovers = [n for n in output.list_names()
+                 if is_ours(n) and n not in (REJECTS_NAME, WARNINGS_NAME, STATE_DIR)]
     if previous is None and leftovers and not overwrite:
         raise OutputMismatchError(
             f"{output.display('')} already holds {leftovers[0]} but no shardify build "

@@ -54,6 +54,10 @@ class RejectRecord:
         return {"split": self.split, "line": self.line, "reason": self.reason, "detail": self.detail}
 
 
+WarningRecord = RejectRecord
+"""One line of warnings.jsonl: the same shape as a reject (split, line, reason, detail)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SampleRecord:
     """A line that passed the schema checks; media are still to be checked."""

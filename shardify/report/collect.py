@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from shardify.manifest import Manifest, read_manifest
-from shardify.report.rejects import RejectExample, attach_source_lines, first_rejects
+from shardify.report.rejects import RejectExample, attach_source_lines, first_rejects, first_warnings
 from shardify.report.sampling import SampleView, choose_picks, choose_shards, scan_shards
 from shardify.report.stats import ShardRef, SplitScan, SplitSummary, summarize_manifest
 from shardify.storage import Location
@@ -39,6 +39,7 @@ class Report:
     shards_read: list[ShardRef]
     samples: list[SampleView]
     rejects: list[RejectExample]
+    warnings: list[RejectExample] = field(default_factory=list)
     input_where: Optional[str] = None
     problems: list[str] = field(default_factory=list)
 
@@ -69,13 +70,14 @@ def collect_report(
     picks = choose_picks(chosen, options.samples, options.seed)
     scan = scan_shards(output, chosen, picks)
     rejects = first_rejects(output, splits, options.rejects_per_reason)
+    warnings = first_warnings(output, splits, options.rejects_per_reason)
     problems = list(scan.problems)
-    if source is not None and rejects:
-        problems.extend(attach_source_lines(source, splits, rejects))
+    if source is not None and (rejects or warnings):
+        problems.extend(attach_source_lines(source, splits, rejects + warnings))
     order = {s.name: i for i, s in enumerate(every_shard)}
     samples = sorted(scan.samples, key=lambda v: (order[v.shard], v.key))
     return Report(
         where=output.display("").rstrip("/"), manifest=manifest, options=options, splits=splits,
-        scans=scan.scans, shards_read=scan.shards_read, samples=samples, rejects=rejects,
+        scans=scan.scans, shards_read=scan.shards_read, samples=samples, rejects=rejects, warnings=warnings,
         input_where=source.display("") if source is not None else None, problems=problems,
     )  # fmt: skip

@@ -34,8 +34,10 @@ def render_html(report: Report) -> str:
     """The whole page as one string."""
     colours = {s.name: SPLIT_COLOURS[i % len(SPLIT_COLOURS)] for i, s in enumerate(report.splits)}
     reject_counts: Counter[str] = Counter()
+    warning_counts: Counter[str] = Counter()
     for split in report.splits:
         reject_counts.update(split.rejects_by_reason)
+        warning_counts.update(split.warnings)
     sheet_note = _sheet_note(report)
     body = [
         _header(report),
@@ -48,6 +50,9 @@ def render_html(report: Report) -> str:
         contact_sheet(report.samples, colours),
         f'<h2>Rejects<span class="sub">first {report.options.rejects_per_reason} per reason</span></h2>',
         reject_tables(report.rejects, dict(reject_counts), report.input_where),
+        f'<h2 id="warnings">Warnings<span class="sub">samples kept with a caveat; first '
+        f'{report.options.rejects_per_reason} per reason</span></h2>',
+        reject_tables(report.warnings, dict(warning_counts), report.input_where, empty="No warning."),
         _problems(report.problems),
         "<footer>made by <code>shardify inspect</code> · "
         f"{escape(datetime.datetime.now().strftime('%Y-%m-%d %H:%M'))}</footer>",

@@ -1,4 +1,5 @@
-"""The first rejects of each reason, with the raw source line when the input is readable.
+"""The first rejects (and warnings) of each reason, with the raw source line when the input
+is readable.
 
 ``rejects.jsonl`` is streamed and reading stops once every reason the manifest counts has
 its examples, so a long reject file costs no more than its first matching lines. Source
@@ -15,7 +16,7 @@ from typing import Iterable, Optional
 import orjson
 
 from shardify.errors import StorageError
-from shardify.layout import REJECTS_NAME
+from shardify.layout import REJECTS_NAME, WARNINGS_NAME
 from shardify.report.stats import SplitSummary
 from shardify.storage import Location
 
@@ -39,11 +40,21 @@ class RejectExample:
 def first_rejects(output: Location, splits: Iterable[SplitSummary], per_reason: int) -> list[RejectExample]:
     """Up to ``per_reason`` examples of every reject reason, in rejects.jsonl order."""
     wanted = {reason for s in splits for reason, n in s.rejects_by_reason.items() if n}
+    return _first(output, REJECTS_NAME, wanted, per_reason)
+
+
+def first_warnings(output: Location, splits: Iterable[SplitSummary], per_reason: int) -> list[RejectExample]:
+    """Up to ``per_reason`` examples of every warning, in warnings.jsonl order."""
+    wanted = {reason for s in splits for reason, n in s.warnings.items() if n}
+    return _first(output, WARNINGS_NAME, wanted, per_reason)
+
+
+def _first(output: Location, name: str, wanted: set[str], per_reason: int) -> list[RejectExample]:
     if per_reason <= 0 or not wanted:
         return []
     found: dict[str, list[RejectExample]] = defaultdict(list)
     try:
-        for _, raw in output.iter_lines(REJECTS_NAME):
+        for _, raw in output.iter_lines(name):
             example = _parse(raw)
             if example is None or len(found[example.reason]) >= per_reason:
                 continue
@@ -51,7 +62,7 @@ def first_rejects(output: Location, splits: Iterable[SplitSummary], per_reason: 
             if all(len(found[r]) >= per_reason for r in wanted):
                 break
     except FileNotFoundError:
-        log.warning("%s is missing; no reject examples", output.display(REJECTS_NAME))
+        log.warning("%s is missing; no examples of it", output.display(name))
     return [example for reason in sorted(found) for example in found[reason]]
 
 

@@ -133,10 +133,12 @@ def _cut(text: str) -> str:
     return text[:MAX_TEXT_CHARS] + f" … ({len(text) - MAX_TEXT_CHARS:,} more characters)"
 
 
-def reject_tables(examples: Sequence[RejectExample], counts: dict[str, int], input_where: Optional[str]) -> str:
-    """One table per reject reason: its total (from the manifest) and its first examples."""
+def reject_tables(examples: Sequence[RejectExample], counts: dict[str, int], input_where: Optional[str],
+                  *, empty: str = "No line was rejected.") -> str:  # fmt: skip
+    """One table per reason (of rejects, or of warnings): its total (from the manifest) and
+    its first examples."""
     if not counts:
-        return '<p class="muted">No line was rejected.</p>'
+        return f'<p class="muted">{escape(empty)}</p>'
     note = ("" if input_where else
             '<p class="muted">Source lines are shown when the input is given: '
             "<code>shardify inspect URL --input DATASET_ROOT</code>.</p>")  # fmt: skip
