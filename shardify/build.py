@@ -50,11 +50,13 @@ def build_shard(task: ShardTask, config: Config, *, write: bool = True) -> Shard
     Raises SampleError on the first rejected line when ``validation.on_error`` is ``fail``.
     """
     source = Location(config.input, config.storage_options)
-    output = Location(config.output, config.storage_options)
     raw = source.read_range(task.file, task.start_byte, task.end_byte)
     digest = hashlib.sha256(raw).hexdigest()  # the input bytes this shard is built from
     if not write:
         return _summarise(task, digest, _check_lines(task, raw, source, config), writer=None)
+    if config.output is None:
+        raise BuildError("output: not set; a build needs the folder or s3:// prefix for the shards")
+    output = Location(config.output, config.storage_options)
     staging = output.staging_path(task.name)
     try:
         with open(staging, "wb") as handle:

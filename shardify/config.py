@@ -110,7 +110,8 @@ class Config(_Model):
     """A whole build config (see configs/full.yaml for every key and its default)."""
 
     input: str
-    output: str
+    output: Optional[str] = None
+    """Required to build; ``validate`` runs without it (a report on the terminal only)."""
     splits: Optional[list[str]] = None
     storage_options: dict[str, Any] = Field(default_factory=dict)
     shard: ShardConfig = ShardConfig()

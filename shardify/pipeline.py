@@ -19,7 +19,7 @@ from typing import IO, Any, Iterable, Iterator, Optional
 
 from shardify.build import build_shard
 from shardify.config import Config, settings_fingerprint
-from shardify.errors import BuildError
+from shardify.errors import BuildError, ConfigError
 from shardify.executors import make_executor
 from shardify.inputs import Change
 from shardify.layout import BUILD_STATE_NAME, DONE_DIR, MANIFEST_NAME, REJECTS_NAME, result_name
@@ -42,12 +42,13 @@ from shardify.planner import PlanStream
 from shardify.planning import ShardTask
 from shardify.progress import Progress
 from shardify.reruns import (
-    check_validate_output,
+    can_hold_validate_report,
     prepare_output,
     read_inputs,
     remove_temp_files,
     remove_unplanned_shards,
 )
+from shardify.schema import RejectRecord
 from shardify.storage import Location, normalise_location
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,10 @@ class BuildReport:
 
     manifest: Manifest
     elapsed_s: float
+    rejects: tuple[RejectRecord, ...] = ()
+    """``validate`` only: every reject, in input order."""
+    written: bool = True
+    """``validate`` only: whether rejects.jsonl / warnings.jsonl were written to the output."""
     executor: str
     resumed_shards: int = 0
     already_complete: bool = False
@@ -84,7 +89,8 @@ class _Job:
 
     config: Config
     source: Location
-    output: Location
+    output: Optional[Location]
+    """None for a ``validate`` that writes no report (no output set, or one holding a build)."""
     splits: list[str]
     settings: dict[str, Any]
     write: bool
@@ -93,17 +99,22 @@ class _Job:
 
 def _run(config: Config, *, write: bool, overwrite: bool, progress: Optional[IO[str]]) -> BuildReport:
     started = time.monotonic()
+    if config.output is None and write:
+        raise ConfigError("output: missing required key 'output' (the folder or s3:// prefix for "
+                          "the shards); `shardify validate` runs without it")  # fmt: skip
     # Tasks get absolute locations: workers (Ray, another CWD) resolve nothing relative.
-    config = config.model_copy(update={"input": normalise_location(config.input),
-                                       "output": normalise_location(config.output)})  # fmt: skip
+    config = config.model_copy(update={
+        "input": normalise_location(config.input),
+        "output": normalise_location(config.output) if config.output is not None else None})  # fmt: skip
     source = Location(config.input, config.storage_options)
-    output = Location(config.output, config.storage_options)
+    output = Location(config.output, config.storage_options) if config.output is not None else None
     check_locations(source, output)
     job = _Job(config, source, output, resolve_splits(config, source), config.output_settings(),
                write, started)  # fmt: skip
-    if not write:
-        check_validate_output(output)
-        inputs, _ = read_inputs(source, output, job.splits, None)
+    if output is None or not write:
+        if output is not None and not can_hold_validate_report(output):
+            job = replace(job, output=None)
+        inputs, _ = read_inputs(source, job.output, job.splits, None)
         return _execute(job, inputs=inputs, recorded=None, progress=progress)
     with OutputLock(output):
         recorded = prepare_output(output, job.settings, overwrite=overwrite)
@@ -125,6 +136,7 @@ def _execute(job: _Job, *, inputs: dict[str, InputRecord], recorded: Optional[di
     unchanged = {s: recorded[s].bytes for s in job.splits if s in recorded} if recorded else {}
     bar = Progress(total_shards=0, total_lines=sum(i.lines for i in inputs.values()), stream=progress)
     stream = PlanStream(job.source, job.splits, job.config, output=job.output if job.write else None)
+    output = job.output
     results: dict[str, ShardResult] = {}
     run = functools.partial(build_shard, config=job.config, write=job.write)
     described = "nothing to do"
@@ -142,8 +154,15 @@ def _execute(job: _Job, *, inputs: dict[str, InputRecord], recorded: Optional[di
     bar.finish()
     manifest = _finish(job, stream.plans, results, inputs)
     appended = sum(inputs[s].lines - recorded[s].lines for s in job.splits if s in recorded) if recorded else 0
+    rejects = () if job.write else tuple(r for t in _all(stream.plans) for r in results[t.name].rejects)
     return BuildReport(manifest=manifest, elapsed_s=time.monotonic() - job.started,
-                       executor=described, resumed_shards=bar.kept, appended_lines=appended)  # fmt: skip
+                       executor=described, resumed_shards=bar.kept, appended_lines=appended,
+                       rejects=rejects, written=output is not None)  # fmt: skip
+
+
+def _all(plans: dict[str, list[ShardTask]]) -> Iterator[ShardTask]:
+    for tasks in plans.values():
+        yield from tasks
 
 
 def _chain(first: ShardTask, rest: Iterator[ShardTask]) -> Iterator[ShardTask]:
@@ -155,13 +174,14 @@ def _pending(job: _Job, stream: PlanStream, unchanged: dict[str, int], results: 
              bar: Progress) -> Iterator[ShardTask]:  # fmt: skip
     """The planned tasks still to build, as planning goes; finished ones go to ``results``."""
     planned = _counting(stream, bar)
-    if not job.write or not unchanged:
+    output = job.output
+    if not job.write or output is None or not unchanged:
         yield from planned
         return
-    done = set(job.output.child(DONE_DIR).list_names())
-    sizes = job.output.list_sizes()
+    done = set(output.child(DONE_DIR).list_names())
+    sizes = output.list_sizes()
     with ThreadPoolExecutor(max_workers=RECORD_READS, thread_name_prefix="shardify-records") as pool:
-        for task, result in _ordered(pool, planned, lambda t: _finished(job.output, t, unchanged, done, sizes)):
+        for task, result in _ordered(pool, planned, lambda t: _finished(output, t, unchanged, done, sizes)):
             if result is None:
                 yield task
             else:
@@ -200,13 +220,15 @@ def _finish(
                                      [results[t.name].shard for t in plans[split]])
         for split in job.splits
     }  # fmt: skip
-    output.makedirs()
-    write_trails(output, _full_results(job, plans, results))
-    check_reject_budget(splits, job.config.validation.max_reject_fraction, output.display(REJECTS_NAME))
+    if output is not None:
+        output.makedirs()
+        write_trails(output, _full_results(job, output, plans, results))
+    where = output.display(REJECTS_NAME) if output is not None else "the rejects above"
+    check_reject_budget(splits, job.config.validation.max_reject_fraction, where)
     if not job.write:
         splits = {name: replace(info, shards=()) for name, info in splits.items()}
     manifest = Manifest(config=job.settings, splits=splits)
-    if job.write:
+    if job.write and output is not None:
         remove_unplanned_shards(output, {t.name for ts in plans.values() for t in ts})
         remove_temp_files(output)  # a task killed mid-write (then retried) leaves one
         write_manifest(output, manifest)
@@ -231,7 +253,7 @@ def check_reject_budget(splits: dict[str, SplitInfo], budget: Optional[float], w
             )
 
 
-def _full_results(job: _Job, plans: dict[str, list[ShardTask]],
+def _full_results(job: _Job, output: Location, plans: dict[str, list[ShardTask]],
                   results: dict[str, ShardResult]) -> Iterator[ShardResult]:  # fmt: skip
     """Every shard's result with its rejects and warnings, in input order: read back from
     the done files when building (several at once), as they are when validating."""
@@ -244,9 +266,9 @@ def _full_results(job: _Job, plans: dict[str, list[ShardTask]],
         result = results[task.name]
         if not (result.shard.rejected or result.shard.warnings):
             return result
-        saved = load_result(job.output, task.name)
+        saved = load_result(output, task.name)
         if saved is None:
-            raise BuildError(f"{job.output.display(result_name(task.name))} vanished before the build "
+            raise BuildError(f"{output.display(result_name(task.name))} vanished before the build "
                              "finished; rerun the build")  # fmt: skip
         return saved
 

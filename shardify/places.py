@@ -11,11 +11,13 @@ from shardify.errors import AccessError, ConfigError
 from shardify.storage import Location
 
 
-def check_locations(source: Location, output: Location) -> None:
+def check_locations(source: Location, output: Optional[Location]) -> None:
     """Fail at the start, with the config key in the message, when input or output is unusable."""
     relative = " (relative paths are resolved from the current directory)"
-    for key, location, check in (("input", source, source.check_readable),
-                                 ("output", output, output.check_writable)):  # fmt: skip
+    checks = [("input", source, source.check_readable)]
+    if output is not None:
+        checks.append(("output", output, output.check_writable))
+    for key, location, check in checks:
         try:
             check()
         except AccessError as exc:
@@ -25,7 +27,8 @@ def check_locations(source: Location, output: Location) -> None:
         raise ConfigError(
             f"input: {source.display('')} is a file; give the dataset root that holds train.jsonl"
         )
-    check_output_place(source, output)
+    if output is not None:
+        check_output_place(source, output)
 
 
 def check_output_place(source: Location, output: Location) -> None:

@@ -99,7 +99,8 @@ class Progress:
 
 def format_summary(manifest: Manifest, *, elapsed_s: float, executor: str, output: str,
                    resumed_shards: int = 0, validate_only: bool = False,
-                   already_complete: bool = False, appended_lines: int = 0) -> str:
+                   already_complete: bool = False, appended_lines: int = 0,
+                   written: bool = True) -> str:
     """The table printed after a build (or validate)."""
     out = [_split_table(manifest, with_shards=not validate_only)]
     reasons: Counter[str] = Counter()
@@ -110,11 +111,13 @@ def format_summary(manifest: Manifest, *, elapsed_s: float, executor: str, outpu
     if reasons:
         out.append("rejects by reason:")
         out.extend(f"  {reason:<22} {count}" for reason, count in sorted(reasons.items()))
-        out.append(f"  details: {output.rstrip('/')}/rejects.jsonl")
+        if written:
+            out.append(f"  details: {output.rstrip('/')}/rejects.jsonl")
     if warnings:
         out.append("warnings:")
         out.extend(f"  {name:<22} {count}" for name, count in sorted(warnings.items()))
-        out.append(f"  details: {output.rstrip('/')}/warnings.jsonl")
+        if written:
+            out.append(f"  details: {output.rstrip('/')}/warnings.jsonl")
     if already_complete:
         out.append("already complete: this output holds a finished build of this config; "
                    "nothing to do (--overwrite rebuilds it)")
@@ -129,7 +132,11 @@ def format_summary(manifest: Manifest, *, elapsed_s: float, executor: str, outpu
                    f"{resumed_shards} shard(s) kept, the rest built")  # fmt: skip
     elif resumed_shards:
         out.append(f"resumed: {resumed_shards} shard(s) kept from an earlier run")
-    out.append(f"output: {output}")
+    if not written:
+        out.append("rejects.jsonl and warnings.jsonl were not written (no output: set, or it holds a "
+                   "build); --report FILE writes the rejects")  # fmt: skip
+    if output:
+        out.append(f"output: {output}")
     return "\n".join(out)
 
 

@@ -80,15 +80,16 @@ def _recorded_inputs(output: Location, manifest: Manifest) -> dict[str, InputRec
     return {name: record for name, record in manifest.inputs.items() if record is not None}
 
 
-def read_inputs(source: Location, output: Location, splits: list[str],
+def read_inputs(source: Location, output: Optional[Location], splits: list[str],
                 recorded: Optional[dict[str, InputRecord]]) -> tuple[dict[str, InputRecord], dict[str, Change]]:  # fmt: skip
     """Each split's JSONL as it is now (one fast hashing pass each), and how it relates to
     what the earlier build read; refuses (exit 2, naming the split and its first changed
     line) anything but unchanged or appended."""
     recorded = recorded or {}
     for split in sorted(set(recorded) - set(splits)):
+        where = output.display("") if output is not None else "the output"
         raise OutputMismatchError(
-            f"{split}: {recorded[split].file} was part of the build in {output.display('')} and is "
+            f"{split}: {recorded[split].file} was part of the build in {where} and is "
             "no longer built; rerun with --overwrite to rebuild without it"
         )
     inputs: dict[str, InputRecord] = {}
@@ -99,6 +100,7 @@ def read_inputs(source: Location, output: Location, splits: list[str],
         # A split new since the build (e.g. test.jsonl added) is all appended.
         changes[split] = classify(old, inputs[split], prefix) if old else Change.APPENDED
         if old is not None and changes[split] is Change.CHANGED:
+            assert output is not None  # recorded inputs come from an output
             raise _input_changed(source, output, split, old)
     return inputs, changes
 
@@ -117,13 +119,10 @@ def _input_changed(source: Location, output: Location, split: str, old: InputRec
     )
 
 
-def check_validate_output(output: Location) -> None:
-    """``validate`` writes rejects.jsonl: never over the report of a build."""
-    if has_manifest(output) or output.exists(BUILD_STATE_NAME) or output.exists(DONE_DIR):
-        raise OutputMismatchError(
-            f"{output.display('')} holds a shardify build; validate would replace its "
-            "rejects.jsonl. Validate into another output, e.g. --set output=validate-report"
-        )
+def can_hold_validate_report(output: Location) -> bool:
+    """``validate`` writes rejects.jsonl and warnings.jsonl into its output, but never over
+    the report of a build (then it reports on the terminal only)."""
+    return not (has_manifest(output) or output.exists(BUILD_STATE_NAME) or output.exists(DONE_DIR))
 
 
 def _changes(before: Any, after: dict[str, Any]) -> str:

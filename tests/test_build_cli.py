@@ -234,10 +234,31 @@ def test_validate_writes_rejects_only(tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = run_cli("validate", str(config_for(tmp_path, root, out)))
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["rejects.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["rejects.jsonl", "warnings.jsonl"]
     rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
     assert {r["line"]: r["reason"] for r in rejects} == expected
     assert "validated" in result.stdout
+    first = min(expected)  # the first rejects are printed with file:line
+    assert f"{root / 'train.jsonl'}:{first}: {expected[first]}: " in result.stdout
+
+
+def test_validate_needs_only_the_input(tmp_path: Path) -> None:
+    """No output: the report goes to the terminal (and --report FILE); nothing else is written."""
+    root, expected = make_reject_dataset(tmp_path / "ds", tmp_path / "outside")
+    cfg = tmp_path / "only-input.yaml"
+    cfg.write_text(f"input: {root}\nvalidation: {{max_image_pixels: 1000000}}\n")  # no output:
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run_cli("validate", str(cfg), "--show", "2", "--report", str(tmp_path / "bad.jsonl"),
+                     cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "were not written" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + ["bad.jsonl"])
+    reported = [json.loads(x) for x in (tmp_path / "bad.jsonl").read_text().splitlines()]
+    assert {r["line"]: r["reason"] for r in reported} == expected
+    shown = [line for line in result.stdout.splitlines() if "train.jsonl:" in line]
+    assert len(shown) == 2 and f"... and {len(reported) - 2} more" in result.stdout
+    build = run_cli("build", str(cfg))
+    assert build.returncode == 2 and "output: missing required key 'output'" in build.stderr
 
 
 def test_on_error_fail_stops_at_the_first_bad_line(tmp_path: Path) -> None:
@@ -340,7 +361,7 @@ def test_validate_then_build_into_the_same_output(tmp_path: Path) -> None:
     assert (out / "manifest.json").exists()
     report = (out / "rejects.jsonl").read_text()
     again = run_cli("validate", str(cfg), "--set", "video.max_num_frames=3")
-    assert again.returncode == 2 and "holds a shardify build" in again.stderr
+    assert again.returncode == 0 and "were not written" in again.stdout  # terminal only
     assert (out / "rejects.jsonl").read_text() == report
     assert run_cli("verify", str(out)).returncode == 0
 

@@ -53,7 +53,6 @@ def test_set_overrides_reach_nested_keys() -> None:
     [
         ({"input": "ds", "output": "o", "shards": {}}, [], "unknown key 'shards'"),
         ({"input": "ds", "output": "o", "shard": {"max_sample": 3}}, [], "unknown key 'shard.max_sample'"),
-        ({"input": "ds"}, [], "missing required key 'output'"),
         ({"input": "ds", "output": "o"}, ["shard.max_samples=0"], "'shard.max_samples'"),
         ({"input": "ds", "output": "o"}, ["executor.kind=spark"], "'executor.kind'"),
         ({"input": "ds", "output": "o"}, ["validation.decode=deep"], "'validation.decode'"),

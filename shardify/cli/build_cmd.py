@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     report = build(config, overwrite=args.overwrite, progress=sys.stderr)
     print(format_summary(report.manifest, elapsed_s=report.elapsed_s, executor=report.executor,
-                         output=config.output, resumed_shards=report.resumed_shards,
+                         output=str(config.output), resumed_shards=report.resumed_shards,
                          already_complete=report.already_complete,
                          appended_lines=report.appended_lines))  # fmt: skip
     return 0

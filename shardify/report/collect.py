@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from shardify.manifest import Manifest, read_manifest
-from shardify.report.rejects import RejectExample, attach_source_lines, first_rejects, first_warnings
+from shardify.report.rejects import (
+    RejectExample,
+    attach_source_lines,
+    first_rejects,
+    first_warnings,
+)
 from shardify.report.sampling import SampleView, choose_picks, choose_shards, scan_shards
 from shardify.report.stats import ShardRef, SplitScan, SplitSummary, summarize_manifest
 from shardify.storage import Location
