@@ -12,11 +12,11 @@ import sys
 from typing import Optional, Sequence
 
 from shardify import __version__
-from shardify.cli import build_cmd, inspect_cmd, validate_cmd, verify_cmd
+from shardify.cli import build_cmd, head_cmd, inspect_cmd, validate_cmd, verify_cmd
 from shardify.errors import ShardifyError
 from shardify.interrupts import exit_code, ignore_sigterm, install_sigterm
 
-COMMANDS = (build_cmd, validate_cmd, inspect_cmd, verify_cmd)
+COMMANDS = (build_cmd, validate_cmd, inspect_cmd, head_cmd, verify_cmd)
 
 
 class _Parser(argparse.ArgumentParser):
