@@ -7,15 +7,33 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from shardify.errors import ConfigError
 from shardify.storage import normalise_location
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+          "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_bytes(value: Any) -> Any:
+    """``"10MB"`` -> 10_000_000, ``"256 MiB"`` -> 268435456; numbers and others as they are."""
+    if not isinstance(value, str):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)
+    if match is None or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"{value!r} is not a size: give bytes, or a number with a unit "
+                         "(e.g. 500MB, 2GiB)")  # fmt: skip
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+_Bytes = Annotated[int, BeforeValidator(parse_bytes)]
 
 DEFAULT_NUM_FRAMES = 8
 """What the Aria loader uses when ``num_frames`` is missing, null or <= 0."""
@@ -29,7 +47,7 @@ class ShardConfig(_Model):
     """How samples are grouped into tar shards."""
 
     max_samples: int = Field(1000, ge=1, description="at most this many samples per shard")
-    target_bytes: Optional[int] = Field(
+    target_bytes: Optional[_Bytes] = Field(
         None, ge=1, description="aim shards at about this many bytes (from media sizes)"
     )
 
@@ -55,7 +73,7 @@ class IOConfig(_Model):
     max_concurrency: Optional[int] = Field(
         None, ge=1, description="media reads in flight per shard task (default: 32 remote, 4 local)"
     )
-    max_bytes_in_flight: int = Field(
+    max_bytes_in_flight: _Bytes = Field(
         256 << 20, ge=1, description="stop reading ahead while fetched, unchecked media hold more"
     )
 
@@ -69,10 +87,10 @@ class ValidationConfig(_Model):
     max_reject_fraction: Optional[float] = Field(
         None, ge=0, le=1, description="fail the build (exit 1) when more of a split is rejected"
     )
-    max_image_bytes: int = Field(
+    max_image_bytes: _Bytes = Field(
         256 << 20, ge=1, description="an image file above this size is rejected before it is read"
     )
-    max_video_bytes: int = Field(
+    max_video_bytes: _Bytes = Field(
         16 << 30, ge=1, description="a video file above this size is rejected (remote ones before the copy)"
     )
 
@@ -251,4 +269,8 @@ def _describe(where: str, exc: ValidationError, overrides: list[str]) -> str:
         return f"{where}: missing required key {key!r} (a minimal config needs input: and output:)"
     given = err.get("input")
     shown = "" if isinstance(given, dict) else f" (got {given!r})"
-    return f"{where}: bad value for {key!r}{shown}: {err['msg']}"
+    message = re.sub(r" or instance of \w+", "", str(err["msg"])).removeprefix("Value error, ")
+    if kind in ("dict_type", "model_type"):
+        message = f"{key} is a section: give its keys, e.g. {key}: {{...}} (see configs/full.yaml)"
+    return f"{where}: bad value for {key!r}{shown}: {message}"
+

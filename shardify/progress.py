@@ -100,7 +100,7 @@ class Progress:
 def format_summary(manifest: Manifest, *, elapsed_s: float, executor: str, output: str,
                    resumed_shards: int = 0, validate_only: bool = False,
                    already_complete: bool = False, appended_lines: int = 0,
-                   written: bool = True) -> str:
+                   written: bool = True, cpus: Optional[int] = None) -> str:
     """The table printed after a build (or validate)."""
     out = [_split_table(manifest, with_shards=not validate_only)]
     reasons: Counter[str] = Counter()
@@ -132,12 +132,28 @@ def format_summary(manifest: Manifest, *, elapsed_s: float, executor: str, outpu
                    f"{resumed_shards} shard(s) kept, the rest built")  # fmt: skip
     elif resumed_shards:
         out.append(f"resumed: {resumed_shards} shard(s) kept from an earlier run")
+    hint = small_data_hint(manifest, cpus) if not validate_only else None
+    if hint:
+        out.append(hint)
     if not written:
         out.append("rejects.jsonl and warnings.jsonl were not written (no output: set, or it holds a "
                    "build); --report FILE writes the rejects")  # fmt: skip
     if output:
         out.append(f"output: {output}")
     return "\n".join(out)
+
+
+def small_data_hint(manifest: Manifest, cpus: Optional[int]) -> Optional[str]:
+    """A note when the train split has fewer than 2 shards per CPU: Ray has little to spread
+    and DDP ranks read fixed slices of few shards. Says what to set."""
+    info = manifest.splits.get("train")
+    if info is None or not cpus or info.samples < 2 or len(info.shards) >= 2 * cpus:
+        return None
+    per_shard = max(1, -(-info.samples // (2 * cpus)))
+    shards = len(info.shards)
+    return (f"note: train has {shards} shard{'s' if shards != 1 else ''} for {cpus} CPUs; with few "
+            "shards a build has little to run in parallel and training ranks read fixed slices. "
+            f"For data this small set shard.max_samples={per_shard} (about {2 * cpus} shards)")
 
 
 def _split_table(manifest: Manifest, *, with_shards: bool) -> str:

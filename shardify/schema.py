@@ -7,6 +7,7 @@ codes of §4, in this order: JSON, schema, images+video, counts, num_frames, pat
 
 from __future__ import annotations
 
+import difflib
 import json
 import posixpath
 from dataclasses import dataclass, field
@@ -160,9 +161,9 @@ def _check(
         raise _RejectError(
             IMAGE_COUNT_MISMATCH,
             f"'images' lists {n_images} path(s) but the messages have {counts['image']} "
-            "image item(s); give one path per image item, in order",
+            "image item(s); give one path per image item, in order" + _misspelt(data, "images"),
         )
-    _check_video_count(video, counts["video"])
+    _check_video_count(video, counts["video"], data)
     num_frames, defaulted = (None, False)
     if video is not None:
         num_frames, defaulted = _check_num_frames(video, max_num_frames)
@@ -240,7 +241,7 @@ def _check_video_field(data: dict[str, Any]) -> Optional[dict[str, Any]]:
     return video
 
 
-def _check_video_count(video: Optional[dict[str, Any]], items: int) -> None:
+def _check_video_count(video: Optional[dict[str, Any]], items: int, data: dict[str, Any]) -> None:
     if video is not None and items != 1:
         raise _RejectError(
             VIDEO_COUNT_MISMATCH,
@@ -249,7 +250,8 @@ def _check_video_count(video: Optional[dict[str, Any]], items: int) -> None:
     if video is None and items:
         raise _RejectError(
             VIDEO_COUNT_MISMATCH,
-            f"the messages have {items} video item(s) but there is no 'video' {{path, num_frames}}",
+            f"the messages have {items} video item(s) but there is no 'video' {{path, num_frames}}"
+            + _misspelt(data, "video"),
         )
 
 
@@ -307,3 +309,11 @@ def _is_json(value: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+def _misspelt(data: dict[str, Any], key: str) -> str:
+    """``"; the line has 'imgaes': a misspelt 'images'?"`` when a key close to ``key`` is there."""
+    if key in data:
+        return ""
+    close = difflib.get_close_matches(key, [k for k in data if isinstance(k, str)], n=1, cutoff=0.7)
+    return f"; the line has {close[0]!r}: a misspelt {key!r}?" if close else ""

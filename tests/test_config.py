@@ -108,3 +108,19 @@ def test_output_settings_normalise_input_and_ignore_on_error() -> None:
                      "validation": {"on_error": "fail"}})
     assert a.output_settings() == b.output_settings() and a.fingerprint() == b.fingerprint()
     assert "on_error" not in a.output_settings()["validation"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("10MB", 10_000_000), ("2GiB", 2 << 30), ("1.5 kb", 1500),
+                                                 (4096, 4096), ("4096", 4096)])
+def test_sizes_take_units(value: object, expected: int) -> None:
+    config = load_config({"input": "ds", "output": "o", "shard": {"target_bytes": value},
+                          "validation": {"max_image_bytes": value}})  # fmt: skip
+    assert config.shard.target_bytes == expected == config.validation.max_image_bytes
+
+
+def test_size_and_section_mistakes_name_no_python_class() -> None:
+    with pytest.raises(ConfigError, match=r"'10 parsecs' is not a size: give bytes, or a number with a unit"):
+        load_config({"input": "ds", "output": "o", "shard": {"target_bytes": "10 parsecs"}})
+    with pytest.raises(ConfigError) as info:
+        load_config({"input": "ds", "output": "o", "shard": 5})
+    assert "shard is a section" in str(info.value) and "Config" not in str(info.value)

@@ -177,3 +177,16 @@ def test_fuzz_truncated_valid_lines_are_invalid_json(cut: int, data: st.DataObje
     cut = min(cut, len(raw) - 1)
     result = parse(raw[:cut])
     assert isinstance(result, RejectRecord) and result.reason == "invalid_json"
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    ({"messages": [{"role": "user", "content": [{"type": "image"}]}], "imgaes": ["a.jpg"]},
+     "the line has 'imgaes': a misspelt 'images'?"),
+    ({"messages": [{"role": "user", "content": [{"type": "video"}]}], "vidoe": {"path": "a.mp4"}},
+     "the line has 'vidoe': a misspelt 'video'?"),
+])
+def test_a_misspelt_media_key_is_named(line: dict[str, object], words: str) -> None:
+    import orjson
+
+    record = parse_line(orjson.dumps(line), split="train", file="train.jsonl", index=0, max_num_frames=64)
+    assert isinstance(record, RejectRecord) and words in record.detail

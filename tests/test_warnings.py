@@ -72,3 +72,18 @@ def test_validate_writes_the_trail_too(root: Path, tmp_path: Path) -> None:
     # The build into the same folder replaces the validate report (warnings.jsonl included).
     build(load_config({"input": str(root), "output": str(out), "executor": {"kind": "local"}}))
     assert len(_trail(out)) == 2
+
+
+def test_few_shards_for_the_cpus_get_a_hint(root: Path, tmp_path: Path) -> None:
+    from shardify.progress import small_data_hint
+
+    out = tmp_path / "out"
+    report = build(load_config({"input": str(root), "output": str(out), "executor": {"kind": "local"}}))
+    hint = small_data_hint(report.manifest, cpus=2)
+    assert hint is not None and "train has 1 shard for 2 CPUs" in hint
+    assert "shard.max_samples=2 " in hint  # 7 samples over about 4 shards
+    many = build(load_config({"input": str(root), "output": str(tmp_path / "many"),
+                              "executor": {"kind": "local"}, "shard": {"max_samples": 1}}))  # fmt: skip
+    assert small_data_hint(many.manifest, cpus=2) is None
+    cfg = write_config(tmp_path / "c.yaml", input=str(root), output=str(tmp_path / "cli"), executor={"kind": "local"})
+    assert "note: train has 1 shard for" in run_cli("build", str(cfg)).stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from shardify.config import load_config
@@ -30,5 +31,5 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(report.manifest, elapsed_s=report.elapsed_s, executor=report.executor,
                          output=str(config.output), resumed_shards=report.resumed_shards,
                          already_complete=report.already_complete,
-                         appended_lines=report.appended_lines))  # fmt: skip
+                         appended_lines=report.appended_lines, cpus=os.cpu_count()))  # fmt: skip
     return 0
