@@ -60,18 +60,19 @@ def shell_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_the_documents_have_the_snippets_this_test_runs() -> None:
-    assert len(blocks("README.md", "bash")) >= 2 and len(blocks("README.md", "python")) == 1
+    assert len(blocks("README.md", "bash")) >= 2 and len(blocks("README.md", "python")) == 2
     assert len(blocks("docs/s3.md", "console")) >= 3 and blocks("docs/s3.md", "python")
 
 
 @pytest.mark.torch
-def test_readme_reader_snippet(tmp_path: Path, shell_env: dict[str, str]) -> None:
+def test_readme_python_snippets(tmp_path: Path, shell_env: dict[str, str]) -> None:
     root = make_dataset(tmp_path / "ds", DatasetSpec(image_samples=3, video_samples=1, text_samples=1))
     build(load_config({"input": str(root), "output": str(tmp_path / "out"), "executor": {"kind": "local"}}))
-    (code,) = blocks("README.md", "python")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=shell_env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    for code in blocks("README.md", "python"):  # the build API, then the reader
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=shell_env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / "demo-out" / "manifest.json").is_file()
 
 
 @pytest.mark.slow
