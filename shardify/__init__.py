@@ -7,7 +7,13 @@ Public API (everything else is private and may change)::
 
 from __future__ import annotations
 
+import warnings
+
 from shardify._version import __version__  # noqa: F401
+
+# Pillow says this for a valid palette PNG on every convert("RGB") (build checks, inspect
+# thumbnails, the reader): noise on a user's terminal and training log, never an error.
+warnings.filterwarnings("ignore", message="Palette images with Transparency", category=UserWarning)
 from shardify.config import Config, load_config  # noqa: E402
 from shardify.errors import (  # noqa: E402
     AccessError,

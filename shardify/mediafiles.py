@@ -21,6 +21,7 @@ from shardify.errors import MediaError, StorageError
 from shardify.manifest import MediaFact
 from shardify.progress import human_bytes
 from shardify.rejects import FILE_TOO_LARGE, MISSING_FILE, PATH_OUTSIDE_ROOT, UNREADABLE_FILE
+from shardify.schema import quote
 from shardify.storage import Location
 
 
@@ -69,7 +70,7 @@ def local_media_path(source: Location, path: str, where: str) -> str:
     real = source.local_realpath(path)
     if real is None:
         raise MediaError(
-            PATH_OUTSIDE_ROOT, f"{where} {path!r} is a symlink that leads outside the dataset root"
+            PATH_OUTSIDE_ROOT, f"{where} {quote(path)} is a symlink that leads outside the dataset root"
         )
     return real
 
@@ -141,7 +142,7 @@ def too_large(where: str, path: str, size: int, limit: int) -> MediaError:
 
 def _shown(path: str) -> str:
     """A path for a message: quoted, and cut when absurdly long (a 5000-byte name)."""
-    text = repr(path)
+    text = quote(path)
     return text if len(text) <= 160 else text[:120] + f"...' ({len(path)} characters)"
 
 
@@ -149,8 +150,8 @@ def _missing(source: Location, path: str, where: str) -> MediaError:
     hint = _close_match(source, path) if source.is_local else None
     return MediaError(
         MISSING_FILE,
-        f"{where} {path!r} not found under {source.display('')}"
-        + (f"; did you mean {hint!r}?" if hint else ""),
+        f"{where} {quote(path)} not found under {source.display('')}"
+        + (f"; did you mean {quote(hint)}?" if hint else ""),
     )
 
 

@@ -279,12 +279,12 @@ def _check_path(path: str, where: str) -> str:
     if not path or "\x00" in path:
         raise _RejectError(INVALID_SCHEMA, f"{where} is an empty or malformed path {_show(path)}")
     if "://" in path or path.lower().startswith(_URL_SCHEMES):
-        raise _RejectError(PATH_OUTSIDE_ROOT, f"{where} {path!r} is a URL; use a path relative to the dataset root")
+        raise _RejectError(PATH_OUTSIDE_ROOT, f"{where} {quote(path)} is a URL; use a path relative to the dataset root")
     if path.startswith(("/", "\\")) or _is_windows_drive(path):
-        raise _RejectError(PATH_OUTSIDE_ROOT, f"{where} {path!r} is absolute; use a path relative to the dataset root")
+        raise _RejectError(PATH_OUTSIDE_ROOT, f"{where} {quote(path)} is absolute; use a path relative to the dataset root")
     norm = posixpath.normpath(path)
     if norm == ".." or norm.startswith("../") or norm == ".":
-        raise _RejectError(PATH_OUTSIDE_ROOT, f"{where} {path!r} leaves the dataset root")
+        raise _RejectError(PATH_OUTSIDE_ROOT, f"{where} {quote(path)} leaves the dataset root")
     return norm
 
 
@@ -317,3 +317,11 @@ def _misspelt(data: dict[str, Any], key: str) -> str:
         return ""
     close = difflib.get_close_matches(key, [k for k in data if isinstance(k, str)], n=1, cutoff=0.7)
     return f"; the line has {close[0]!r}: a misspelt {key!r}?" if close else ""
+
+
+def quote(text: str) -> str:
+    """``'images\\a.jpg'`` shown as the user typed it: quoted, backslashes not doubled
+    (control characters and quotes still escaped, as ``repr`` does)."""
+    if text.isprintable() and "'" not in text:
+        return f"'{text}'"
+    return repr(text)
