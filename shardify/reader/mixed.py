@@ -83,6 +83,7 @@ class MixedDataset(_Base):  # type: ignore[misc,valid-type]
 
     def __len__(self) -> int:
         """Samples this rank yields per epoch (the same on every rank)."""
+        self.world()  # the sources must agree on the rank
         if self.samples_per_epoch is not None:
             return self.samples_per_epoch
         return sum(len(ds) for ds in self.datasets)
