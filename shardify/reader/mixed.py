@@ -6,8 +6,9 @@ function of ``(seed, epoch, rank, position)`` drawn in blocks of :data:`BLOCK`.
 
 Each source is read for the rank as an endless sequence of *passes*: pass ``j`` is the
 source's own part for this rank (its own options: shuffle, buffer, decode, transform) in the
-order of a source epoch derived from ``(seed, epoch, source, j)``, started at a seeded point
-of the part and wrapping around, so a pass holds each sample of the part once. A source
+order of a source epoch derived from ``(seed, epoch, source, j)`` (with ``shuffle=False``:
+its fixed order, started at a seeded point and wrapping around), so a pass holds each
+sample of the part once. A source
 drawn less often than its size is subsampled differently each epoch; one drawn more often
 repeats, in a new order.
 
@@ -161,8 +162,10 @@ class MixedDataset(_Base):  # type: ignore[misc,valid-type]
 
     def _source_stream(self, index: int, epoch: int, rank: int, drawn: int) -> Iterator[Any]:
         """Source ``index``'s samples of this rank's epoch from its ``drawn``-th on: passes
-        over the source's part for this rank, each in a new source epoch and started at a
-        seeded point (the same for every DataLoader worker, which reads its own stretch)."""
+        over the source's part for this rank, each in a new source epoch (the same for every
+        DataLoader worker, which reads its own stretch). A source read with shuffle=False
+        starts each pass at a seeded point of its order instead, wrapping around (a shuffled
+        one needs no such turn: a new source epoch is a new order)."""
         view = _private_view(self.datasets[index])
         size = len(view)
         if size == 0:
@@ -170,7 +173,7 @@ class MixedDataset(_Base):  # type: ignore[misc,valid-type]
         passes, place = divmod(drawn, size)
         for number in itertools.count(passes):
             source_epoch = pass_epoch(self.seed, epoch, index, number)
-            turn = make_rng("turn", self.seed, epoch, index, number, rank).randrange(size)
+            turn = 0 if view.shuffle else make_rng("turn", self.seed, epoch, index, number, rank).randrange(size)
             if place < size - turn:  # the pass from `turn` to the end of the rank's part
                 yield from _read_part(view, source_epoch, turn + place, size - turn - place)
                 place = size - turn
