@@ -313,3 +313,30 @@ def test_bad_arguments_are_refused(sources: Sources) -> None:
         len(MixedDataset([big, ShardDataset(sources.small, rank=0, world_size=2)], [1, 1]))
     with pytest.raises(ReaderError, match="must return a dict"):
         list(MixedDataset([ShardDataset(sources.small, transform=lambda s: s["key"])], [1]))
+
+
+@pytest.mark.slow
+def test_persistent_workers_resume_then_go_on_and_refuse_a_late_load(sources: Sources) -> None:
+    """A state saved after 2 batches of epoch 1, loaded before the loader's first iter: the
+    rest of epoch 1, then all of epoch 2; a state loaded after the workers started is refused."""
+    def make() -> MixedDataset:
+        return mixed(sources, (1, 1), samples=25, seed=8)
+
+    saved = make()
+    saved.set_epoch(1)
+    state = saved.state_after(2, _loader(saved, "fork"))
+    ds = make()
+    ds.load_state_dict(state)
+    loader = _loader(ds, "fork")
+    runs = []
+    for epoch in (1, 2):
+        ds.set_epoch(epoch)
+        runs.append(pairs(s for batch in loader for s in batch))
+    model = make()
+    model.set_epoch(1)
+    assert runs[0] == pairs(loader_order(model, 2, BATCH))[2 * BATCH :]
+    model.set_epoch(2)
+    assert runs[1] == pairs(loader_order(model, 2, BATCH))
+    ds.load_state_dict(state)
+    with pytest.raises(ReaderError, match="load the state before the first iter"):
+        list(loader)
