@@ -2,7 +2,7 @@
 
 Public API (everything else is private and may change)::
 
-    from shardify import load_config, build, validate, ShardDataset
+    from shardify import load_config, build, validate, ShardDataset, MixedDataset
 """
 
 from __future__ import annotations
@@ -32,11 +32,16 @@ from shardify.pipeline import BuildReport, build, validate  # noqa: E402
 
 
 def __getattr__(name: str) -> object:
-    """``ShardDataset`` is imported on first use: it imports torch when torch is installed."""
+    """``ShardDataset`` and ``MixedDataset`` are imported on first use: they import torch
+    when torch is installed."""
     if name == "ShardDataset":
         from shardify.reader import ShardDataset
 
         return ShardDataset
+    if name == "MixedDataset":
+        from shardify.reader import MixedDataset
+
+        return MixedDataset
     raise AttributeError(f"module 'shardify' has no attribute {name!r}")
 
 
@@ -47,6 +52,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ManifestError",
+    "MixedDataset",
     "OutputMismatchError",
     "ReaderError",
     "SampleError",
