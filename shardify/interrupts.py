@@ -10,7 +10,9 @@ deliberately, the video helper stopped) before the CLI prints its line.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from types import FrameType
@@ -24,6 +26,28 @@ class Terminated(KeyboardInterrupt):
 
 
 _installed = False
+INTERRUPTED_LINE = "shardify: interrupted; rerun the same command to resume"
+
+
+def install_early() -> None:
+    """Until the command runs (imports, argument parsing: nothing written yet), SIGINT and
+    SIGTERM end the process at once with the usual line and exit code, not a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _exit_now)
+        signal.signal(signal.SIGTERM, _exit_now)
+
+
+def _exit_now(signum: int, frame: Optional[FrameType]) -> None:
+    sys.stderr.write(INTERRUPTED_LINE + "\n")
+    sys.stderr.flush()
+    os._exit(143 if signum == signal.SIGTERM else 130)
+
+
+def install_for_command() -> None:
+    """From here a signal unwinds (SIGINT as KeyboardInterrupt, SIGTERM as Terminated)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    install_sigterm()
 
 
 def _terminate(signum: int, frame: Optional[FrameType]) -> None:

@@ -8,7 +8,7 @@ first shard(s) it needs, locally or from S3.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -16,9 +16,10 @@ from shardify.cli.inspect_cmd import add_location_args, location_from
 from shardify.errors import UsageError
 from shardify.manifest import read_manifest
 from shardify.progress import human_bytes
-from shardify.reader.decode import expand_video
-from shardify.reader.stream import RawSample, SampleFailure, read_shard
 from shardify.storage import Location
+
+if TYPE_CHECKING:
+    from shardify.reader.stream import RawSample, SampleFailure
 
 MAX_TEXT = 300
 
@@ -34,6 +35,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n < 0:
         raise UsageError(f"-n {args.n}: give a number >= 0")
+    from shardify.reader.stream import read_shard  # the reader package imports torch: only here
+
     output = location_from(args)
     manifest = read_manifest(output)
     info = manifest.splits.get(args.split)
@@ -53,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe(item: RawSample | SampleFailure, output: Location) -> str:
+    from shardify.reader.decode import expand_video
+    from shardify.reader.stream import SampleFailure
+
     if isinstance(item, SampleFailure):
         return f"! {item.shard} sample {item.index}: {item.reason}\n"
     doc: dict[str, Any] = orjson.loads(item.members["json"])

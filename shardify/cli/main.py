@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 from shardify import __version__
 from shardify.cli import build_cmd, head_cmd, inspect_cmd, validate_cmd, verify_cmd
 from shardify.errors import ShardifyError
-from shardify.interrupts import exit_code, ignore_sigterm, install_sigterm
+from shardify.interrupts import INTERRUPTED_LINE, exit_code, ignore_sigterm, install_for_command
 
 COMMANDS = (build_cmd, validate_cmd, inspect_cmd, head_cmd, verify_cmd)
 
@@ -39,14 +39,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
-    install_sigterm()
+    install_for_command()
     try:
         return int(args.run(args))
     except ShardifyError as exc:
         print(f"shardify: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM via shardify.interrupts
-        print("shardify: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(INTERRUPTED_LINE, file=sys.stderr)
         ignore_sigterm()  # Ray's exit hooks signal their processes: the exit code must stay ours
         return exit_code(exc)
 
