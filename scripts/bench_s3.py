@@ -18,7 +18,10 @@ photo-sized JPEGs (50-150 KB, one per sample, ``validation.decode: header``):
   fresh ``shardify build`` starting its private local Ray) against a fresh process that
   GETs the same input objects with 32 boto3 threads through the same proxy. Also reported
   raw: the build with the local executor, and with ``io.max_concurrency: 1`` (the old
-  serial reads), and the proxy's most requests in flight during each run.
+  serial reads), and the proxy's most requests in flight during each run. And the local
+  build with s3fs's connection pool raised from botocore's 10 to 64
+  (``storage_options.config_kwargs.max_pool_connections``): the pool, not
+  ``io.max_concurrency``, caps one process's reads in flight at 10.
 - ``s3_latency_target_bytes``: the same default-executor build with ``shard.target_bytes``
   set / without it (the driver sizes shards from the media files' sizes).
 
@@ -307,6 +310,9 @@ def latency_cases(workdir: Path, smoke: bool, s3: Any) -> list[CaseResult]:
                 try_ray(bench, "ray", ray_errors)
             bench.build("local", "local")
             bench.build("local_serial", "local", io={"max_concurrency": 1})
+            if not smoke:  # s3fs's client holds 10 connections: does lifting that cap help?
+                bench.build("local_pool64", "local", storage_options={
+                    "endpoint_url": proxy.endpoint, "config_kwargs": {"max_pool_connections": 64}})  # fmt: skip
             if not smoke and not ray_errors:
                 try_ray(bench, "ray_target", ray_errors, shard={"target_bytes": target_bytes})
             if smoke or ray_errors:
