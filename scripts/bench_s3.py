@@ -229,18 +229,22 @@ class LatencyBench:
         self.times: dict[str, float] = {}
         self.in_flight: dict[str, list[int]] = {}
         self.shards: dict[str, int] = {}
+        self.requests: dict[str, int] = {}
+        """Requests the proxy received during the last run of each kind (GET, PUT, LIST...)."""
         self.fetched: tuple[int, int] = (0, 0)
 
-    def _record(self, name: str, seconds: float) -> None:
+    def _record(self, name: str, seconds: float, requests_before: int) -> None:
         self.times[name] = min(self.times.get(name, 1e9), seconds)
+        self.requests[name] = self.proxy.counts["requests"] - requests_before
         self.in_flight.setdefault(name, []).append(self.proxy.max_in_flight)
         log.info("%s: %.2f s, %d requests in flight at most", name, seconds, self.proxy.max_in_flight)
 
     def get_all(self) -> None:
         self.proxy.max_in_flight = 0
+        before = self.proxy.counts["requests"]
         seconds, objects, nbytes = threaded_get(self.proxy.endpoint, self.bucket, "photos/")
         self.fetched = (objects, nbytes)
-        self._record("threaded_get", seconds)
+        self._record("threaded_get", seconds, before)
 
     def build(self, name: str, executor: str, **keys: Any) -> None:
         """Time one S3 -> S3 build through the proxy; ``keys`` are extra config sections."""
@@ -253,8 +257,9 @@ class LatencyBench:
         if executor == "ray":
             env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | RAY_ENV
         self.proxy.max_in_flight = 0
+        before = self.proxy.counts["requests"]
         seconds = build(config, self.workdir / f"{name}.json", env)
-        self._record(name, seconds)
+        self._record(name, seconds, before)
         self.shards[name] = self._check(out)
         drop_prefix(self.s3.client(), self.bucket, f"{out}/")
 
@@ -338,6 +343,7 @@ def latency_results(bench: LatencyBench, sizes: list[int], target_bytes: int, sm
         "first_byte_ms": FIRST_BYTE_S * 1e3, "mb_per_s_per_connection": BANDWIDTH_BPS / 1e6,
         "get_threads": GET_THREADS, "max_samples": bench.max_samples, "target_bytes": target_bytes,
         "shards": bench.shards, "proxy_max_in_flight": bench.in_flight,
+        "proxy_requests": bench.requests,
         **{f"{k}_vs_threaded_get": round(v / times["threaded_get"], 2) for k, v in times.items()
            if k.startswith(("ray", "local"))},
     }  # fmt: skip
