@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import IO, Callable, Generic, Iterable, Iterator, Optional, TypeVar
 
 from shardify.errors import MediaError
+from shardify.interrupts import block_in_this_thread
 from shardify.manifest import MediaFact
 from shardify.mediafiles import local_media_path, media_fact, read_media, resolve_media, too_large
 from shardify.storage import Location
@@ -185,7 +186,8 @@ def prefetch(
         return
     window: deque[_Pending[T]] = deque()
     budget = _Budget()
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="shardify-fetch") as pool:
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="shardify-fetch",
+                            initializer=block_in_this_thread) as pool:  # fmt: skip
         try:
             for item in items:
                 while window and _full(window, budget, concurrency, max_bytes):

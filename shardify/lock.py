@@ -21,6 +21,7 @@ from typing import Any, Optional
 import orjson
 
 from shardify.errors import OutputMismatchError
+from shardify.interrupts import block_in_this_thread
 from shardify.layout import LOCK_DIR, lock_name
 from shardify.storage import Location
 
@@ -131,6 +132,7 @@ class OutputLock:
         self.output.write_bytes(lock_name(lease.token), orjson.dumps(lease.to_json()))
 
     def _renew(self) -> None:
+        block_in_this_thread()
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 self._write(_renewed(self.lease))

@@ -22,6 +22,7 @@ from shardify.config import Config, settings_fingerprint
 from shardify.errors import BuildError, ConfigError
 from shardify.executors import make_executor
 from shardify.inputs import Change
+from shardify.interrupts import block_in_this_thread
 from shardify.layout import BUILD_STATE_NAME, DONE_DIR, MANIFEST_NAME, REJECTS_NAME, result_name
 from shardify.lock import OutputLock
 from shardify.manifest import (
@@ -180,7 +181,8 @@ def _pending(job: _Job, stream: PlanStream, unchanged: dict[str, int], results: 
         return
     done = set(output.child(DONE_DIR).list_names())
     sizes = output.list_sizes()
-    with ThreadPoolExecutor(max_workers=RECORD_READS, thread_name_prefix="shardify-records") as pool:
+    with ThreadPoolExecutor(max_workers=RECORD_READS, thread_name_prefix="shardify-records",
+                            initializer=block_in_this_thread) as pool:
         for task, result in _ordered(pool, planned, lambda t: _finished(output, t, unchanged, done, sizes)):
             if result is None:
                 yield task
@@ -272,7 +274,8 @@ def _full_results(job: _Job, output: Location, plans: dict[str, list[ShardTask]]
                              "finished; rerun the build")  # fmt: skip
         return saved
 
-    with ThreadPoolExecutor(max_workers=RECORD_READS, thread_name_prefix="shardify-records") as pool:
+    with ThreadPoolExecutor(max_workers=RECORD_READS, thread_name_prefix="shardify-records",
+                            initializer=block_in_this_thread) as pool:
         for _, result in _ordered(pool, tasks, full):
             yield result
 

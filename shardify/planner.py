@@ -18,6 +18,7 @@ from typing import Iterator, Optional, Union
 
 from shardify.config import Config
 from shardify.inputs import LineMarks
+from shardify.interrupts import block_in_this_thread
 from shardify.layout import line_digests_name
 from shardify.planning import LineInfo, ShardTask, plan_shards
 from shardify.schema import SampleRecord, is_blank, parse_line
@@ -132,6 +133,7 @@ class PlanStream:
                 pass
 
     def _plan_all(self) -> None:
+        block_in_this_thread()
         try:
             sizes = SizeIndex(self.source)
             for split in self.splits:

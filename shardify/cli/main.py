@@ -41,7 +41,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     install_for_command()
     try:
-        return int(args.run(args))
+        code = int(args.run(args))
+        ignore_sigterm()  # the work is done and written: a late SIGTERM must not change the exit
+        return code
     except ShardifyError as exc:
         print(f"shardify: error: {exc}", file=sys.stderr)
         return exc.exit_code

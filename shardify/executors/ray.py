@@ -113,6 +113,9 @@ class RayExecutor(Executor):
                         exhausted = True
                         break
                     pending[self._remote.remote(fn_ref, task)] = task
+                    # Ray's core may install its own SIGTERM handler (abort + stack dump) on
+                    # first use, after ray.init: ours goes back after every submission.
+                    reinstall_sigterm()
                 if not pending:
                     break
                 # A bounded wait returns to Python regularly, so a signal is handled at once.
