@@ -74,7 +74,7 @@ class Location:
 
     def _connect(self) -> tuple[fsspec.AbstractFileSystem, str]:
         try:
-            return url_to_fs(self.url, **self.storage_options)  # type: ignore[no-any-return]
+            return url_to_fs(self.url, **_with_pool(self.url, self.storage_options))  # type: ignore[no-any-return]
         except (ValueError, ImportError, TypeError) as exc:
             raise AccessError(self._scrub(f"{self.display('')}: cannot use this location: {exc}")) from None
 
@@ -470,3 +470,17 @@ def _secrets(options: dict[str, Any]) -> list[str]:
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
     proto = fs.protocol
     return (proto,) if isinstance(proto, str) else tuple(proto)
+
+
+S3_POOL_CONNECTIONS = 64
+"""botocore keeps 10 connections per client by default: a shard task's 32 reads in flight
+(io.max_concurrency) then wait for a connection. Used unless storage_options set their own."""
+
+
+def _with_pool(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with an S3 connection pool big enough for concurrent reads."""
+    if not url.startswith(("s3://", "s3a://")):
+        return options
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("max_pool_connections", S3_POOL_CONNECTIONS)
+    return {**options, "config_kwargs": config}
