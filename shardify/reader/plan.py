@@ -27,6 +27,8 @@ class ShardEntry:
 
     name: str
     samples: int
+    bytes: int = 0
+    """The tar's size (manifest); 0 when unknown, which turns read-ahead off."""
 
 
 @dataclass(frozen=True, slots=True)
