@@ -8,7 +8,6 @@ DataLoader worker, and ``state_dict()`` is a small JSON-serialisable dict.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import logging
 from typing import Any, Callable, Generator, Iterator, Literal, Optional, Union
@@ -20,6 +19,9 @@ from shardify.reader.epoch import SharedEpoch, check_epoch
 from shardify.reader.plan import (
     Segment,
     ShardEntry,
+    ShiftedWanted,
+    always_wanted,
+    any_in,
     buffer_order,
     loader_counts,
     make_rng,
@@ -30,12 +32,11 @@ from shardify.reader.plan import (
     worker_span,
 )
 from shardify.reader.readahead import (
-    DEFAULT_REMOTE_BYTES,
     RANGE_BYTES,
     REQUESTS,
-    Piece,
-    ReadAhead,
     ReadAheadStats,
+    default_prefetch,
+    read_ahead,
 )
 from shardify.reader.stream import RawSample, ReadStats, SampleFailure, read_shard
 from shardify.storage import Location
@@ -108,9 +109,7 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
     ) -> None:
         _check_arguments(rank, world_size, on_error, shuffle_buffer, retries, prefetch_bytes)
         self.location = Location(url, storage_options)
-        if prefetch_bytes is None:
-            prefetch_bytes = 0 if self.location.is_local else DEFAULT_REMOTE_BYTES
-        self.prefetch_bytes = prefetch_bytes
+        self.prefetch_bytes = default_prefetch(self.location) if prefetch_bytes is None else prefetch_bytes
         self.prefetch_stats = ReadAheadStats()  # this process's read-ahead, all iterations
         self.split = split
         self.shards = _read_shards(self.location, split)
@@ -252,12 +251,14 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         needed = sorted(emit[start:]) if start else None
         wanted_set = set(needed) if needed is not None else None
         todo = [seg for seg in segments
-                if needed is None or _any_in(needed, seg.offset, seg.offset + seg.stop - seg.first)]  # fmt: skip
-        ahead = self._read_ahead(todo)
+                if needed is None or any_in(needed, seg.offset, seg.offset + seg.stop - seg.first)]  # fmt: skip
+        ahead = read_ahead(self.location, [s.shard for s in todo], max_bytes=self.prefetch_bytes,
+                           range_bytes=self.prefetch_range_bytes, requests=self.prefetch_requests,
+                           stats=self.prefetch_stats)  # fmt: skip
         try:
             for at, seg in enumerate(todo):
                 shift = seg.offset - seg.first
-                wanted = _always if wanted_set is None else _Shifted(wanted_set, shift)
+                wanted = always_wanted if wanted_set is None else ShiftedWanted(wanted_set, shift)
                 opener = None if ahead is None else functools.partial(ahead.open, at)
                 items = read_shard(self.location, seg.shard.name, seg.first, seg.stop, wanted=wanted,
                                    retries=self.retries, stats=self.stats, opener=opener)  # fmt: skip
@@ -266,16 +267,6 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         finally:
             if ahead is not None:
                 ahead.close()
-
-    def _read_ahead(self, segments: list[Segment]) -> Optional[ReadAhead]:
-        """The read-ahead over these segments' shards (started by its first open, so in the
-        process that iterates), or None when it is off or a shard's size is unknown."""
-        if self.prefetch_bytes <= 0 or not segments or any(s.shard.bytes <= 0 for s in segments):
-            return None
-        pieces = [Piece(name=s.shard.name, size=s.shard.bytes) for s in segments]
-        return ReadAhead(self.location, pieces, max_bytes=self.prefetch_bytes,
-                         range_bytes=self.prefetch_range_bytes, requests=self.prefetch_requests,
-                         stats=self.prefetch_stats)  # fmt: skip
 
     def _finish(self, item: Union[RawSample, SampleFailure]) -> Any:
         """The decoded, transformed sample; None for a corrupt one when skipping."""
@@ -382,26 +373,6 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
 def _raise(error: Exception) -> Iterator[Any]:
     raise error
     yield  # a generator: the error comes from the first next()
-
-
-def _always(index: int) -> bool:
-    return True
-
-
-class _Shifted:
-    """``wanted`` for one segment: is shard sample ``index`` among the stream's needed ones?"""
-
-    def __init__(self, needed: set[int], shift: int) -> None:
-        self.needed, self.shift = needed, shift
-
-    def __call__(self, index: int) -> bool:
-        return index + self.shift in self.needed
-
-
-def _any_in(sorted_values: list[int], low: int, high: int) -> bool:
-    """Whether a value of ``sorted_values`` lies in ``[low, high)``."""
-    at = bisect.bisect_left(sorted_values, low)
-    return at < len(sorted_values) and sorted_values[at] < high
 
 
 def _worker_info() -> tuple[int, int]:

@@ -28,6 +28,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
+from shardify.reader.plan import ShardEntry
 from shardify.storage import Location
 
 RANGE_BYTES = 8 << 20
@@ -221,6 +222,21 @@ class ReadAhead:
                 self._held -= item.size  # fetched: its bytes go now (in flight: when it lands)
             item.data = item.error = None
         self._cond.notify_all()
+
+
+def default_prefetch(location: Location) -> int:
+    """``prefetch_bytes`` when not given: on for remote stores, off for local disks."""
+    return 0 if location.is_local else DEFAULT_REMOTE_BYTES
+
+
+def read_ahead(location: Location, shards: Sequence[ShardEntry], *, max_bytes: int, range_bytes: int,
+               requests: int, stats: ReadAheadStats) -> Optional[ReadAhead]:  # fmt: skip
+    """The read-ahead over ``shards`` in reading order (a shard may come twice), or None when
+    it is off (``max_bytes`` 0), there is nothing to read or a shard's size is unknown."""
+    if max_bytes <= 0 or not shards or any(s.bytes <= 0 for s in shards):
+        return None
+    return ReadAhead(location, [Piece(name=s.name, size=s.bytes) for s in shards], max_bytes=max_bytes,
+                     range_bytes=range_bytes, requests=requests, stats=stats)  # fmt: skip
 
 
 class _PieceReader(io.RawIOBase):
