@@ -301,3 +301,27 @@ def test_forked_dataloader_workers_read_ahead_in_their_own_process(s3_url: str, 
     assert len({pid for _, pid, _ in rows}) == 2 and os.getpid() not in {pid for _, pid, _ in rows}
     firsts = {pid: threads for _, pid, threads in reversed(rows)}  # each worker's first sample
     assert all(firsts.values())  # its threads were running (they end once every GET is made)
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_s3_truncated_shard_reads_the_same_with_read_ahead(reader_build: ReaderBuild, s3_server: S3Server,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    """Ranges past the end of a shard shorter than the manifest says (S3 answers 416) do not
+    turn a corrupt shard into a read error."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(reader_build.out, out)
+    shard = out / "train-000002.tar"
+    shard.write_bytes(shard.read_bytes()[:15000])
+    bucket = f"cut-{uuid.uuid4().hex[:8]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    upload_tree(s3_server, out, bucket, "out")
+    results = []
+    for prefetch in (0, 2 * SMALL_RANGE):
+        ds = _dataset(f"s3://{bucket}/out", prefetch, shuffle=False, storage_options=s3_server.options,
+                      transform=lambda s: s["key"])  # fmt: skip
+        results.append((list(ds), dict(ds.stats.reasons), ds.stats.retries))
+    assert results[0] == results[1]
+    assert results[0][1]["corrupt_shard"] >= 1 and results[0][2] == 0

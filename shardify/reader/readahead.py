@@ -194,7 +194,15 @@ class ReadAhead:
                 else:
                     item.data, item.error = data, error
                     self.stats.fetched_bytes += len(data or b"")
+                if data is not None and len(data) < item.size:
+                    self._skip_rest(item)
                 self._cond.notify_all()
+
+    def _skip_rest(self, short: _Range) -> None:
+        """A short range is the file's end (a shard shorter than the manifest says): the
+        piece's later ranges not started yet are not fetched (call with the lock held)."""
+        for index in range(self._next, self._first[short.piece + 1]):
+            self._ranges[index].taken = True
 
     def _claim(self) -> Optional[_Range]:
         """The next range to GET, once it fits in ``max_bytes``; None when done or closed."""
