@@ -99,6 +99,7 @@ class ReadAhead:
         self._ranges = _cut(self.pieces, min(range_bytes, max_bytes))
         self._first = _first_ranges(self._ranges, len(self.pieces))
         self._next = 0  # the next range a thread starts
+        self._kept = 0  # ranges before this one were all dropped or taken
         self._held = 0  # bytes reserved: in flight, fetched and not taken, being read
         self._opened = -1  # the piece the tar reader is on
         self._closed = False
@@ -222,13 +223,15 @@ class ReadAhead:
 
     def _drop_before(self, stop: int) -> None:
         """Give up every range before ``stop`` not taken yet (call with the lock held)."""
-        for index, item in enumerate(self._ranges[:stop]):
+        for index in range(self._kept, stop):
+            item = self._ranges[index]
             if item.taken:
                 continue
             item.taken = True
             if index < self._next and (item.data is not None or item.error is not None):
                 self._held -= item.size  # fetched: its bytes go now (in flight: when it lands)
             item.data = item.error = None
+        self._kept = max(self._kept, stop)
         self._cond.notify_all()
 
 
