@@ -325,3 +325,32 @@ def test_s3_truncated_shard_reads_the_same_with_read_ahead(reader_build: ReaderB
         results.append((list(ds), dict(ds.stats.reasons), ds.stats.retries))
     assert results[0] == results[1]
     assert results[0][1]["corrupt_shard"] >= 1 and results[0][2] == 0
+
+
+@pytest.mark.s3
+@pytest.mark.torch
+@pytest.mark.slow
+def test_plain_loader_resume_on_s3_with_read_ahead(s3_url: str, s3_server: S3Server) -> None:
+    """state_after over forked workers, then a new loader: the rest of the epoch exactly."""
+    torch = pytest.importorskip("torch")
+
+    def make() -> ShardDataset:
+        ds = _dataset(s3_url, 3 * SMALL_RANGE, seed=11, shuffle_buffer=3, storage_options=s3_server.options,
+                      transform=lambda s: str(s["key"]))  # fmt: skip
+        ds.set_epoch(1)
+        return ds
+
+    def loader(ds: ShardDataset) -> Any:
+        return torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=list,
+                                           multiprocessing_context="fork")  # fmt: skip
+
+    full = list(loader(make()))
+    ds = make()
+    first = loader(ds)
+    it = iter(first)
+    head = [next(it) for _ in range(3)]
+    state = ds.state_after(3, first)
+    del it
+    restored = make()
+    restored.load_state_dict(state)
+    assert head + list(loader(restored)) == full
