@@ -6,7 +6,12 @@
   read the JSONL, open every image, and decode each video with PyAV at read time;
 - ``reader_persistent_workers``: three epochs of a training loop (``set_epoch``, then the
   loader) over a DataLoader of 2 spawned workers, restarted every epoch (the baseline) or
-  kept with ``persistent_workers=True``, which ``set_epoch`` reaches (issue 14).
+  kept with ``persistent_workers=True``, which ``set_epoch`` reaches (issue 14);
+- ``reader_s3_readahead_bytes`` / ``reader_s3_readahead_decode``: the same shards on moto's S3
+  behind the latency proxy (30 ms to first byte, 80 MB/s per connection), read with the
+  default read-ahead against ``prefetch_bytes=0`` (one shard after another), with the stored
+  bytes only (``decode_images=False``) and with decoding; the raw figures also hold a 32-thread
+  GET of every shard through the same proxy and the local-disk read with decoding.
 
 Run alone: ``python scripts/bench_reader.py [--smoke]`` prints the results as JSON.
 """
@@ -15,16 +20,23 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import os
 import shutil
 import sys
+import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import orjson
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fixtures.s3: moto, the proxy
 from benchlib import CaseResult, best_time, run_standalone  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.fixtures.s3 import FaultProxy
 
 EPOCHS = 3
 
@@ -147,7 +159,97 @@ def _video_frames(path: Path, n: int) -> Iterator[Image.Image]:
 def run(workdir: Path, smoke: bool) -> list[CaseResult]:
     workdir.mkdir(parents=True, exist_ok=True)
     root, out, samples = make_bench_output(workdir, smoke)
-    return [*_sample_rate_cases(root, out, samples, smoke), _persistent_case(out, samples, smoke)]
+    return [*_sample_rate_cases(root, out, samples, smoke), _persistent_case(out, samples, smoke),
+            *_readahead_cases(out, samples, smoke)]  # fmt: skip
+
+
+def _readahead_cases(out: Path, samples: int, smoke: bool) -> list[CaseResult]:
+    """S3 through the latency proxy: read-ahead on (the default) against off."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.fixtures.s3 import _ENV, FaultProxy, S3Server, upload_tree
+
+    os.environ.update(_ENV)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        s3 = S3Server(endpoint=f"http://{host}:{port}", port=port)
+        bucket = f"bench-{uuid.uuid4().hex[:8]}"
+        s3.client().create_bucket(Bucket=bucket)
+        upload_tree(s3, out, bucket, "out")
+        proxy = FaultProxy(port, first_byte_s=0.030, bandwidth_bps=80e6)
+        try:
+            times, peaks = _time_s3_reads(f"s3://{bucket}/out", proxy, out, samples, 1 if smoke else 3)
+        finally:
+            proxy.close()
+    finally:
+        server.stop()
+    raw: dict[str, Any] = {"samples": samples, "shard_bytes": sum(p.stat().st_size for p in out.glob("train-*.tar")),
+                           **{f"{k}_s": round(v, 3) for k, v in times.items()}, "peak_prefetch_bytes": max(peaks),
+                           "first_byte_ms": 30, "mb_per_s_per_connection": 80,
+                           "get32_over_bytes_on": round(times["get32"] / times["bytes_on"], 3),
+                           "local_over_decode_on": round(times["local_decode"] / times["decode_on"], 3),
+                           "local_over_decode_off": round(times["local_decode"] / times["decode_off"], 3)}  # fmt: skip
+    note = "smoke: tiny data" if smoke else ""
+    return [
+        CaseResult(name="reader_s3_readahead_bytes", ratio=times["bytes_off"] / times["bytes_on"],
+                   target=">= 2.0", raw=raw, note=note,
+                   meaning="S3 at 30 ms/80 MB/s, stored bytes only: time with prefetch_bytes=0 / with "
+                           "the default read-ahead"),
+        CaseResult(name="reader_s3_readahead_decode", ratio=times["decode_off"] / times["decode_on"],
+                   target=">= 1.2", raw=raw, note=note,
+                   meaning="S3 at 30 ms/80 MB/s, images decoded: time with prefetch_bytes=0 / with "
+                           "the default read-ahead"),
+    ]  # fmt: skip
+
+
+def _time_s3_reads(url: str, proxy: FaultProxy, out: Path, samples: int,
+                   repeat: int) -> tuple[dict[str, float], list[int]]:  # fmt: skip
+    """Best-of-``repeat`` times of each way of reading, in interleaved rounds."""
+    options = {"endpoint_url": proxy.endpoint}
+    peaks: list[int] = []
+
+    def read(prefetch: Optional[int], decode: bool) -> Callable[[], None]:
+        def go() -> None:
+            ds = ShardDataset(url, shuffle=False, storage_options=options, prefetch_bytes=prefetch,
+                              decode_images=decode)  # fmt: skip
+            if sum(1 for _ in ds) != samples:
+                raise RuntimeError(f"{url}: read {samples} samples expected")
+            peaks.append(ds.prefetch_stats.peak_bytes)
+        return go
+
+    from shardify import ShardDataset
+
+    ways: dict[str, Callable[[], object]] = {
+        "bytes_off": read(0, False), "bytes_on": read(None, False),
+        "decode_off": read(0, True), "decode_on": read(None, True),
+        "get32": lambda: _parallel_get(proxy.endpoint, url, 32),
+        "local_decode": lambda: read_shardify(out),
+    }  # fmt: skip
+    read(0, False)()  # warm up: the first client and connections of the process
+    times = dict.fromkeys(ways, 1e9)
+    for _ in range(repeat):
+        for name, way in ways.items():
+            times[name] = min(times[name], best_time(way, repeat=1))
+    return times, peaks
+
+
+def _parallel_get(endpoint: str, url: str, threads: int) -> None:
+    """Every shard of ``url`` GET with boto3, ``threads`` at once (bytes only)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+    from botocore.config import Config
+
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          config=Config(max_pool_connections=threads))  # fmt: skip
+    listing = client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/train-")
+    keys = [item["Key"] for item in listing.get("Contents", [])]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda key: client.get_object(Bucket=bucket, Key=key)["Body"].read(), keys))
 
 
 def _persistent_case(out: Path, samples: int, smoke: bool) -> CaseResult:

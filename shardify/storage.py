@@ -16,6 +16,7 @@ every error message this module produces.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -443,6 +444,8 @@ def _is_transient(exc: BaseException) -> bool:
     """Worth retrying: network and server-side errors, not 'missing' or 'denied'."""
     if isinstance(exc, _PERMANENT):
         return False
+    if isinstance(exc, OSError) and exc.errno == errno.EINVAL:  # s3fs: 416 range not satisfiable,
+        return False  # invalid argument: asking again gets the same answer
     if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
         return True
     return any(cls.__module__.split(".")[0] in _TRANSPORT_MODULES or

@@ -164,6 +164,19 @@ def test_read_handle_resumes_where_the_stream_was_cut(bare: Location, fault_prox
     assert fault_proxy.counts["cut_body"] == 3
 
 
+def test_a_range_past_the_end_is_one_request_not_retried(s3_server: S3Server, s3_bucket: str,
+                                                         fault_proxy: FaultProxy) -> None:  # fmt: skip
+    """S3 answers 416 (s3fs: EINVAL); asking again cannot help (the reader's read-ahead meets
+    it on a shard shorter than its manifest says)."""
+    s3_server.client().put_object(Bucket=s3_bucket, Key="short.bin", Body=b"x" * 100)
+    location = Location(f"s3://{s3_bucket}", {"endpoint_url": fault_proxy.endpoint})
+    assert location.read_range("short.bin", 50, 200) == b"x" * 50  # a range running past: cut
+    fault_proxy.log.clear()
+    with pytest.raises(StorageError, match="not satisfiable"):
+        location.read_range("short.bin", 200, 300)
+    assert len(fault_proxy.log) == 1
+
+
 def test_a_persistent_outage_is_an_error_never_a_missing_file(
     bare: Location, fault_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:

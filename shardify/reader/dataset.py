@@ -8,9 +8,9 @@ DataLoader worker, and ``state_dict()`` is a small JSON-serialisable dict.
 
 from __future__ import annotations
 
-import bisect
+import functools
 import logging
-from typing import Any, Callable, Iterator, Literal, Optional, Union
+from typing import Any, Callable, Generator, Iterator, Literal, Optional, Union
 
 from shardify.errors import ManifestError, ReaderError
 from shardify.manifest import read_manifest
@@ -19,6 +19,9 @@ from shardify.reader.epoch import SharedEpoch, check_epoch
 from shardify.reader.plan import (
     Segment,
     ShardEntry,
+    ShiftedWanted,
+    always_wanted,
+    any_in,
     buffer_order,
     loader_counts,
     make_rng,
@@ -27,6 +30,13 @@ from shardify.reader.plan import (
     stream_segments,
     worker_lengths,
     worker_span,
+)
+from shardify.reader.readahead import (
+    RANGE_BYTES,
+    REQUESTS,
+    ReadAheadStats,
+    default_prefetch,
+    read_ahead,
 )
 from shardify.reader.stream import RawSample, ReadStats, SampleFailure, read_shard
 from shardify.storage import Location
@@ -64,11 +74,20 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
     ``drop_last=True`` (a few are left out). ``on_error="skip"`` replaces a corrupt sample
     with another one of the same worker (so the count stays exact) and logs a warning;
     ``"raise"`` raises ReaderError.
+
+    ``prefetch_bytes``: while a shard is read, the coming shards of this worker are fetched
+    with concurrent ranged GETs into at most this many bytes of memory per process (each
+    DataLoader worker has its own); ``0`` streams one shard after another. Default: 256 MiB
+    for remote URLs, ``0`` for local paths (the kernel reads ahead there).
     """
 
     max_consecutive_skips: int = 100
     """With ``on_error="skip"``: more corrupt samples than this in a row raise ReaderError
     instead of repeating one good sample forever (set it on the instance to change it)."""
+    prefetch_range_bytes: int = RANGE_BYTES
+    """Bytes per ranged GET of the read-ahead (capped at ``prefetch_bytes``)."""
+    prefetch_requests: int = REQUESTS
+    """Ranged GETs the read-ahead keeps in flight (its threads per iterating process)."""
 
     def __init__(
         self,
@@ -86,9 +105,12 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         transform: Optional[Callable[[dict[str, Any]], Any]] = None,
         on_error: Literal["skip", "raise"] = "skip",
         retries: int = 2,
+        prefetch_bytes: Optional[int] = None,
     ) -> None:
-        _check_arguments(rank, world_size, on_error, shuffle_buffer, retries)
+        _check_arguments(rank, world_size, on_error, shuffle_buffer, retries, prefetch_bytes)
         self.location = Location(url, storage_options)
+        self.prefetch_bytes = default_prefetch(self.location) if prefetch_bytes is None else prefetch_bytes
+        self.prefetch_stats = ReadAheadStats()  # this process's read-ahead, all iterations
         self.split = split
         self.shards = _read_shards(self.location, split)
         self.samples = sum(s.samples for s in self.shards)
@@ -179,9 +201,16 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
     def _generate(self, segments: list[Segment], emit: list[int],
                   position: dict[str, int]) -> Iterator[Any]:  # fmt: skip
         """Read the segments in stream order; yield samples in ``emit`` order from the
-        position's count, which it advances."""
+        position's count, which it advances. Stopping early stops the read-ahead too."""
+        raws = self._read_stream(segments, emit, position["count"])
+        try:
+            yield from self._emit(raws, emit, position)
+        finally:
+            raws.close()
+
+    def _emit(self, raws: Iterator[tuple[int, Union[RawSample, SampleFailure]]], emit: list[int],
+              position: dict[str, int]) -> Iterator[Any]:  # fmt: skip
         start = position["count"]
-        raws = self._read_stream(segments, emit, start)
         held: dict[int, Union[RawSample, SampleFailure]] = {}
         last_good: Any = None
         owed = 0  # failed slots waiting for the first good sample to stand in
@@ -217,20 +246,27 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
 
     def _read_stream(
         self, segments: list[Segment], emit: list[int], start: int
-    ) -> Iterator[tuple[int, Union[RawSample, SampleFailure]]]:
+    ) -> Generator[tuple[int, Union[RawSample, SampleFailure]], None, None]:
         """``(stream index, sample)`` for every sample still to be emitted, in stream order."""
         needed = sorted(emit[start:]) if start else None
         wanted_set = set(needed) if needed is not None else None
-        for seg in segments:
-            span = seg.stop - seg.first
-            if needed is not None and not _any_in(needed, seg.offset, seg.offset + span):
-                continue
-            shift = seg.offset - seg.first
-            wanted = _always if wanted_set is None else _Shifted(wanted_set, shift)
-            items = read_shard(self.location, seg.shard.name, seg.first, seg.stop, wanted=wanted,
-                               retries=self.retries, stats=self.stats)  # fmt: skip
-            for item in items:
-                yield item.index + shift, item
+        todo = [seg for seg in segments
+                if needed is None or any_in(needed, seg.offset, seg.offset + seg.stop - seg.first)]  # fmt: skip
+        ahead = read_ahead(self.location, [s.shard for s in todo], max_bytes=self.prefetch_bytes,
+                           range_bytes=self.prefetch_range_bytes, requests=self.prefetch_requests,
+                           stats=self.prefetch_stats)  # fmt: skip
+        try:
+            for at, seg in enumerate(todo):
+                shift = seg.offset - seg.first
+                wanted = always_wanted if wanted_set is None else ShiftedWanted(wanted_set, shift)
+                opener = None if ahead is None else functools.partial(ahead.open, at)
+                items = read_shard(self.location, seg.shard.name, seg.first, seg.stop, wanted=wanted,
+                                   retries=self.retries, stats=self.stats, opener=opener)  # fmt: skip
+                for item in items:
+                    yield item.index + shift, item
+        finally:
+            if ahead is not None:
+                ahead.close()
 
     def _finish(self, item: Union[RawSample, SampleFailure]) -> Any:
         """The decoded, transformed sample; None for a corrupt one when skipping."""
@@ -339,26 +375,6 @@ def _raise(error: Exception) -> Iterator[Any]:
     yield  # a generator: the error comes from the first next()
 
 
-def _always(index: int) -> bool:
-    return True
-
-
-class _Shifted:
-    """``wanted`` for one segment: is shard sample ``index`` among the stream's needed ones?"""
-
-    def __init__(self, needed: set[int], shift: int) -> None:
-        self.needed, self.shift = needed, shift
-
-    def __call__(self, index: int) -> bool:
-        return index + self.shift in self.needed
-
-
-def _any_in(sorted_values: list[int], low: int, high: int) -> bool:
-    """Whether a value of ``sorted_values`` lies in ``[low, high)``."""
-    at = bisect.bisect_left(sorted_values, low)
-    return at < len(sorted_values) and sorted_values[at] < high
-
-
 def _worker_info() -> tuple[int, int]:
     """``(worker id, number of parts)`` inside a torch DataLoader worker, else ``(0, 1)``."""
     try:
@@ -375,11 +391,11 @@ def _read_shards(location: Location, split: str) -> tuple[ShardEntry, ...]:
     if info is None:
         raise ManifestError(f"{location.display('manifest.json')}: no split {split!r}; it has "
                             f"{sorted(manifest.splits)}")  # fmt: skip
-    return tuple(ShardEntry(name=s.name, samples=s.samples) for s in info.shards)
+    return tuple(ShardEntry(name=s.name, samples=s.samples, bytes=s.bytes) for s in info.shards)
 
 
 def _check_arguments(rank: Optional[int], world_size: Optional[int], on_error: str,
-                     shuffle_buffer: int, retries: int) -> None:  # fmt: skip
+                     shuffle_buffer: int, retries: int, prefetch_bytes: Optional[int]) -> None:  # fmt: skip
     if (rank is None) != (world_size is None):
         raise ReaderError("give both rank= and world_size=, or neither (then torch.distributed decides)")
     if world_size is not None and rank is not None and not 0 <= rank < world_size:
@@ -388,3 +404,5 @@ def _check_arguments(rank: Optional[int], world_size: Optional[int], on_error: s
         raise ReaderError(f"on_error={on_error!r}: use 'skip' or 'raise'")
     if shuffle_buffer < 0 or retries < 0:
         raise ReaderError("shuffle_buffer and retries must not be negative")
+    if prefetch_bytes is not None and prefetch_bytes < 0:
+        raise ReaderError(f"prefetch_bytes={prefetch_bytes}: give 0 (no read-ahead) or a byte count")

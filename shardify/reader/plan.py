@@ -16,6 +16,7 @@ yielded per worker, which is all a ``state_dict`` needs to hold.
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
@@ -27,6 +28,8 @@ class ShardEntry:
 
     name: str
     samples: int
+    bytes: int = 0
+    """The tar's size (manifest); 0 when unknown, which turns read-ahead off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,3 +168,23 @@ def loader_counts(lengths: Sequence[int], start: Sequence[int], steps: int, *,
             idle = 0
         turn = (turn + 1) % parts
     return counts, turn
+
+
+def always_wanted(index: int) -> bool:
+    return True
+
+
+class ShiftedWanted:
+    """``wanted`` for one segment: is shard sample ``index`` among the stream's needed ones?"""
+
+    def __init__(self, needed: set[int], shift: int) -> None:
+        self.needed, self.shift = needed, shift
+
+    def __call__(self, index: int) -> bool:
+        return index + self.shift in self.needed
+
+
+def any_in(sorted_values: list[int], low: int, high: int) -> bool:
+    """Whether a value of ``sorted_values`` lies in ``[low, high)``."""
+    at = bisect.bisect_left(sorted_values, low)
+    return at < len(sorted_values) and sorted_values[at] < high

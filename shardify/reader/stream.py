@@ -14,11 +14,12 @@ Two kinds of failure are told apart:
 
 from __future__ import annotations
 
+import functools
 import logging
 import tarfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Union
+from typing import IO, Callable, Iterator, Optional, Union
 
 from shardify.errors import StorageError
 from shardify.storage import Location
@@ -78,17 +79,22 @@ def read_shard(
     retries: int = 3,
     backoff_s: float = 0.5,
     stats: Optional[ReadStats] = None,
+    opener: Optional[Callable[[], IO[bytes]]] = None,
 ) -> Iterator[Union[RawSample, SampleFailure]]:
     """Yield samples ``first..stop-1`` of shard ``name`` for which ``wanted(index)`` is true.
 
     Unwanted samples are passed over without keeping their bytes. Read errors are retried
     ``retries`` times (reopening the shard); once retries run out, StorageError is raised.
+    ``opener`` opens the shard from its first byte (the read-ahead's file object); by
+    default it is streamed through ``location.open``.
     """
+    if opener is None:
+        opener = functools.partial(_open_shard, location, name)
     position = first
     attempt = 0
     while position < stop:
         try:
-            for sample in _read_from(location, name, position, stop, wanted):
+            for sample in _read_from(opener, name, position, stop, wanted):
                 position = sample.index + 1
                 yield sample
             if position < stop:
@@ -115,12 +121,16 @@ def read_shard(
             time.sleep(backoff_s * attempt)
 
 
+def _open_shard(location: Location, name: str) -> IO[bytes]:
+    kwargs = {} if location.is_local else {"block_size": _BLOCK_SIZE}
+    return location.open(name, "rb", **kwargs)
+
+
 def _read_from(
-    location: Location, name: str, first: int, stop: int, wanted: Callable[[int], bool]
+    opener: Callable[[], IO[bytes]], name: str, first: int, stop: int, wanted: Callable[[int], bool]
 ) -> Iterator[RawSample]:
     """One pass over the shard from its start; samples ``first..stop-1`` that are wanted."""
-    kwargs = {} if location.is_local else {"block_size": _BLOCK_SIZE}
-    with location.open(name, "rb", **kwargs) as handle:
+    with opener() as handle:
         try:
             tar = tarfile.open(fileobj=handle, mode="r|", bufsize=1 << 16)  # type: ignore[call-overload]
         except tarfile.TarError as exc:
