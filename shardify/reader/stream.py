@@ -93,11 +93,12 @@ def read_shard(
     position = first
     attempt = 0
     while position < stop:
+        reached = [position]  # samples the pass got to, wanted or not
         try:
-            for sample in _read_from(opener, name, position, stop, wanted):
+            for sample in _read_from(opener, name, position, stop, wanted, reached):
                 position = sample.index + 1
                 yield sample
-            if position < stop:
+            if max(position, reached[0]) < stop:
                 raise _ShardCorruptError(f"ends after {position} samples, manifest lists at least {stop}")
             return
         except _ShardCorruptError as exc:
@@ -127,7 +128,8 @@ def _open_shard(location: Location, name: str) -> IO[bytes]:
 
 
 def _read_from(
-    opener: Callable[[], IO[bytes]], name: str, first: int, stop: int, wanted: Callable[[int], bool]
+    opener: Callable[[], IO[bytes]], name: str, first: int, stop: int, wanted: Callable[[int], bool],
+    reached: list[int],
 ) -> Iterator[RawSample]:
     """One pass over the shard from its start; samples ``first..stop-1`` that are wanted."""
     with opener() as handle:
@@ -136,20 +138,25 @@ def _read_from(
         except tarfile.TarError as exc:
             raise _ShardCorruptError(f"not a tar archive: {exc}") from exc
         with tar:
-            yield from _group_members(tar, name, first, stop, wanted)
+            yield from _group_members(tar, name, first, stop, wanted, reached)
 
 
 def _group_members(
-    tar: tarfile.TarFile, name: str, first: int, stop: int, wanted: Callable[[int], bool]
+    tar: tarfile.TarFile, name: str, first: int, stop: int, wanted: Callable[[int], bool],
+    reached: list[int],
 ) -> Iterator[RawSample]:
+    """Samples ``first..stop-1`` that are wanted; ``reached[0]`` counts every sample whose
+    members were all seen (wanted or not), so skipped last samples are not a short shard."""
     index = -1
     current: Optional[RawSample] = None
     try:
         for member in tar:
             key, suffix = split_member_name(member.name)
             if current is None or key != current.key:
-                if current is not None and current.index >= first and wanted(current.index):
-                    yield current
+                if current is not None:
+                    reached[0] = max(reached[0], current.index + 1)
+                    if current.index >= first and wanted(current.index):
+                        yield current
                 index += 1
                 if index >= stop:
                     return
@@ -160,5 +167,7 @@ def _group_members(
                     current.members[suffix] = extracted.read()
     except (tarfile.TarError, EOFError) as exc:
         raise _ShardCorruptError(f"bad tar data in sample {index}: {exc}") from exc
-    if current is not None and current.index >= first and wanted(current.index):
-        yield current
+    if current is not None:
+        reached[0] = max(reached[0], current.index + 1)
+        if current.index >= first and wanted(current.index):
+            yield current
