@@ -38,6 +38,7 @@ from shardify.reader.readahead import (
     default_prefetch,
     read_ahead,
 )
+from shardify.reader.resume import matched_epoch, resume_base
 from shardify.reader.stream import RawSample, ReadStats, SampleFailure, read_shard
 from shardify.storage import Location
 
@@ -324,20 +325,12 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the saved epoch with exactly the samples not yet yielded."""
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise ReaderError(f"not a {STATE_FORMAT} reader state: {str(state)[:200]}")
         mine = self._state(self.epoch, None, {})
-        for key in _PLAN_KEYS:
-            if state.get(key) != mine[key]:
-                raise ReaderError(f"the saved reader state has {key}={state.get(key)!r} but this "
-                                  f"reader has {key}={mine[key]!r}; resume with the same settings")  # fmt: skip
-        epoch = check_epoch(state.get("epoch"))
+        epoch = matched_epoch(state, STATE_FORMAT, mine, _PLAN_KEYS, "reader")
         if self._epoch.is_owner():  # the training loop's process, not a DataLoader worker
             self._epoch.set(epoch)
             self._loads_seen = self._epoch.count_load()
-        self._base = {"epoch": epoch, "num_workers": state.get("num_workers"),
-                      "consumed": dict(state.get("consumed") or {}),
-                      "rotation": int(state.get("rotation") or 0)}  # fmt: skip
+        self._base = resume_base(state, epoch)
         self._position = None
 
     def _state(self, epoch: int, num_workers: Optional[int], consumed: dict[str, int], *,

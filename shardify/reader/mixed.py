@@ -31,6 +31,7 @@ from shardify.errors import ReaderError
 from shardify.reader.dataset import ShardDataset, _raise, _worker_info
 from shardify.reader.epoch import SharedEpoch, check_epoch
 from shardify.reader.plan import loader_counts, make_rng, split_span
+from shardify.reader.resume import matched_epoch, resume_base
 
 try:  # torch is optional, as for ShardDataset
     from torch.utils.data import IterableDataset as _Base
@@ -212,20 +213,13 @@ class MixedDataset(_Base):  # type: ignore[misc,valid-type]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the saved epoch with exactly the samples not yet yielded."""
-        if not isinstance(state, dict) or state.get("format") != MIXED_STATE_FORMAT:
-            raise ReaderError(f"not a {MIXED_STATE_FORMAT} reader state: {str(state)[:200]}")
         mine = self._state(self.epoch, None, {})
-        for key in ("seed", "weights", "samples", "world_size", "sources"):
-            if state.get(key) != mine[key]:
-                raise ReaderError(f"the saved MixedDataset state has {key}={state.get(key)!r} but this "
-                                  f"reader has {key}={mine[key]!r}; resume with the same settings")  # fmt: skip
-        epoch = check_epoch(state.get("epoch"))
+        epoch = matched_epoch(state, MIXED_STATE_FORMAT, mine,
+                              ("seed", "weights", "samples", "world_size", "sources"), "MixedDataset")  # fmt: skip
         if self._epoch.is_owner():  # the training loop's process, not a DataLoader worker
             self._epoch.set(epoch)
             self._loads_seen = self._epoch.count_load()
-        self._base = {"epoch": epoch, "num_workers": state.get("num_workers"),
-                      "consumed": dict(state.get("consumed") or {}),
-                      "rotation": int(state.get("rotation") or 0)}  # fmt: skip
+        self._base = resume_base(state, epoch)
         self._position = None
 
     def _state(self, epoch: int, num_workers: Optional[int], consumed: dict[str, int], *,
