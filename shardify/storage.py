@@ -48,6 +48,9 @@ _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirecto
               FileExistsError)  # fmt: skip
 _TRANSPORT_MODULES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "requests", "http.client",
                       "ssl", "google", "azure")  # fmt: skip
+_CREDENTIAL_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
+                      "ProfileNotFound", "NoAuthTokenError"}
+"""botocore's "no usable credentials": asking again gives the same answer, at once."""
 _BUCKET_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss", "r2"}
 _SECRET_KEY = re.compile(r"key|secret|token|password|passwd|credential|sas|signature", re.I)
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
@@ -344,6 +347,11 @@ class Location:
             except PermissionError as exc:
                 raise StorageError(self._denied_message(what, name, exc)) from None
             except Exception as exc:
+                if _is_credential_error(exc):
+                    raise AccessError(f"{self.display(name)}: cannot {what}: no usable credentials "
+                                      f"({type(exc).__name__}); give storage_options key/secret or "
+                                      "profile, set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+                                      "AWS_PROFILE, or anon: true for a public bucket") from None
                 if not (_is_transient(exc) or isinstance(exc, (OSError, ValueError))):
                     raise
                 if attempt < attempts and _is_transient(exc):
@@ -442,7 +450,7 @@ class _ResumingReader(io.RawIOBase):
 
 def _is_transient(exc: BaseException) -> bool:
     """Worth retrying: network and server-side errors, not 'missing' or 'denied'."""
-    if isinstance(exc, _PERMANENT):
+    if isinstance(exc, _PERMANENT) or _is_credential_error(exc):
         return False
     if isinstance(exc, OSError) and exc.errno == errno.EINVAL:  # s3fs: 416 range not satisfiable,
         return False  # invalid argument: asking again gets the same answer
@@ -450,6 +458,10 @@ def _is_transient(exc: BaseException) -> bool:
         return True
     return any(cls.__module__.split(".")[0] in _TRANSPORT_MODULES or
                cls.__module__.startswith("http.client") for cls in type(exc).__mro__)  # fmt: skip
+
+
+def _is_credential_error(exc: BaseException) -> bool:
+    return any(cls.__name__ in _CREDENTIAL_ERRORS for cls in type(exc).__mro__)
 
 
 def _secrets(options: dict[str, Any]) -> list[str]:

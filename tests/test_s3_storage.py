@@ -237,3 +237,26 @@ def test_s3_media_above_the_size_limit_is_rejected_from_a_bounded_read(s3_server
     with pytest.raises(MediaError) as missing:
         read_media(root, "nope.jpg", "images[0]", max_bytes=1000)
     assert missing.value.code == "missing_file"
+
+
+def test_missing_credentials_fail_at_once_with_the_fix(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+    """No credentials anywhere: exit 2 with one line saying where to put them, no retries."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "shardify", "inspect", f"s3://{s3_bucket}/out",
+                           "--storage-options", json.dumps(s3_server.options)],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no usable credentials (NoCredentialsError)" in lines[0]
+    assert "retry" not in done.stderr
+    assert elapsed < 30  # was ~7 s of retries; here only start-up, never the backoff schedule
