@@ -78,3 +78,16 @@ def test_pillow_global_limit_is_never_changed(monkeypatch: pytest.MonkeyPatch) -
         check_image(out.getvalue(), decode="header", max_pixels=50)  # below both
     assert info.value.code == "image_too_large"
     assert Image.MAX_IMAGE_PIXELS == 100
+
+
+def test_a_png_cut_after_its_image_data_says_so() -> None:
+    """Only the last chunk's CRC and IEND missing: the detail says the data is all there;
+    cut inside the data, it says how much of it is there."""
+    png = make_image(8, 8, fmt="PNG")
+    idat = png.index(b"IDAT")
+    length = int.from_bytes(png[idat - 4 : idat], "big")
+    after_data = png[: idat + 4 + length]
+    with pytest.raises(MediaError, match=f"after the IDAT chunk's data: all {length} bytes of it are there"):
+        check_png_chunks(after_data)
+    with pytest.raises(MediaError, match=rf"inside the IDAT chunk \(3 of its {length} data bytes\)"):
+        check_png_chunks(png[: idat + 4 + 3])

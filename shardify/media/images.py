@@ -150,12 +150,12 @@ def check_png_chunks(data: bytes) -> None:
     if not data.startswith(_PNG_SIGNATURE):
         raise MediaError(UNREADABLE_IMAGE, "PNG signature missing")
     pos = len(_PNG_SIGNATURE)
-    while pos + 12 <= len(data):
+    while pos + 8 <= len(data):  # a chunk header: length and type
         (length,) = struct.unpack(">I", data[pos : pos + 4])
         kind = data[pos + 4 : pos + 8]
         end = pos + 12 + length
         if end > len(data):
-            raise MediaError(UNREADABLE_IMAGE, f"PNG truncated inside the {_chunk(kind)} chunk")
+            raise MediaError(UNREADABLE_IMAGE, _truncated(kind, len(data) - pos - 8, length))
         (crc,) = struct.unpack(">I", data[end - 4 : end])
         if zlib.crc32(data[pos + 4 : end - 4]) != crc:
             raise MediaError(UNREADABLE_IMAGE, f"PNG {_chunk(kind)} chunk has a bad CRC (corrupt file)")
@@ -163,6 +163,15 @@ def check_png_chunks(data: bytes) -> None:
             return
         pos = end
     raise MediaError(UNREADABLE_IMAGE, "PNG truncated: no IEND chunk at the end")
+
+
+def _truncated(kind: bytes, have: int, length: int) -> str:
+    """Where a PNG ends early: inside a chunk's data, or after all of it (only its CRC and
+    what follows are missing)."""
+    if have >= length:
+        return (f"PNG truncated after the {_chunk(kind)} chunk's data: all {length} bytes of it are "
+                "there, its CRC and the end of the file (IEND) are missing")
+    return f"PNG truncated inside the {_chunk(kind)} chunk ({have} of its {length} data bytes)"
 
 
 def _chunk(kind: bytes) -> str:
