@@ -143,10 +143,14 @@ def _execute(job: _Job, *, inputs: dict[str, InputRecord], recorded: Optional[di
     described = "nothing to do"
     try:
         todo = _pending(job, stream, unchanged, results, bar)
+        bar.set_phase(f"planning {bar.total_lines:,} lines")
         first = next(todo, None)
         if first is not None:
+            if job.config.executor.kind == "ray":
+                bar.set_phase("starting Ray" if job.config.executor.address is None else "joining Ray")
             with make_executor(job.config.executor) as executor:
                 described = executor.describe()
+                bar.set_phase("")
                 for result in executor.map_unordered(run, _chain(first, todo)):
                     results[result.shard.name] = result.without_details() if job.write else result
                     bar.update(result)

@@ -35,11 +35,18 @@ class Progress:
     samples: int = 0
     rejected: int = 0
     planning: bool = True
+    phase: str = ""
+    """What the build is doing when no shard has finished yet: "planning", "starting Ray"."""
     started: float = field(default_factory=time.monotonic)
     _last: float = 0.0
 
     def planned(self, task: ShardTask) -> None:
         self.total_shards += 1
+
+    def set_phase(self, phase: str) -> None:
+        """Name the current phase; the line is drawn at once (a phase can take seconds)."""
+        self.phase = phase
+        self._draw(final=False, force=True)
 
     def planning_done(self) -> None:
         self.planning = False
@@ -82,14 +89,15 @@ class Progress:
             f"[{bar}] {pct:5.1f}%  shards {self.shards}/{shards}  "
             f"samples {self.samples}  rejects {self.rejected}  {rate:,.0f} samples/s"
             + (f"  ETA {_duration(eta)}" if eta is not None else "")
+            + (f"  ({self.phase})" if self.phase else "")
         )
 
-    def _draw(self, *, final: bool) -> None:
+    def _draw(self, *, final: bool, force: bool = False) -> None:
         if self.stream is None:
             return
         now = time.monotonic()
         tty = self.stream.isatty()
-        if not final and not tty and now - self._last < self.interval_s:
+        if not final and not force and not tty and now - self._last < self.interval_s:
             return
         self._last = now
         end = "\n" if final or not tty else ""

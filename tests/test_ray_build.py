@@ -65,6 +65,8 @@ def test_default_executor_cli_matches_local(
     # Quiet: stderr holds the progress lines and nothing else (no Ray logs, no warnings).
     noise = [line for line in proc.stderr.splitlines() if not PROGRESS.match(line)]
     assert noise == [], proc.stderr
+    # The phases before the first shard lands are named on the progress line.
+    assert "(planning " in proc.stderr and "(starting Ray)" in proc.stderr
     # Ray kept token auth on, with its token in the (private) home, not anywhere else.
     assert (Path(user_env["HOME"]) / ".ray" / "auth_token").is_file()
 
