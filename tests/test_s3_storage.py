@@ -7,6 +7,7 @@ import itertools
 import os
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -242,7 +243,6 @@ def test_s3_media_above_the_size_limit_is_rejected_from_a_bounded_read(s3_server
 def test_missing_credentials_fail_at_once_with_the_fix(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
     """No credentials anywhere: exit 2 with one line saying where to put them, no retries."""
     import json
-    import os
     import subprocess
     import sys
     import time
