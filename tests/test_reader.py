@@ -272,3 +272,21 @@ def test_runaway_skipping_raises_instead_of_repeating_one_sample(reader_build: R
     strict.max_consecutive_skips = run - 1
     with pytest.raises(ReaderError, match=f"{run} corrupt samples in a row"):
         list(strict)
+
+
+def test_fewer_shards_than_reader_parts_is_warned_once(reader_build: ReaderBuild,
+                                                      caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    from shardify.reader import dataset as module
+
+    module._warned_few.clear()
+    shards = len(ShardDataset(str(reader_build.out)).shards)
+    many = ShardDataset(str(reader_build.out), shuffle=True, rank=0, world_size=shards)  # shards x 2 parts
+    with caplog.at_level(logging.WARNING, logger="shardify.reader.dataset"):
+        next(iter(many.iter_part(0, 2)))
+        next(iter(many.iter_part(0, 2)))  # once per process, not per epoch
+        ok = ShardDataset(str(reader_build.out), shuffle=True, rank=0, world_size=1)
+        next(iter(ok.iter_part(0, 1)))
+    warned = [r.getMessage() for r in caplog.records if "reader part stays within" in r.getMessage()]
+    assert warned == [f"{shards} shard(s) for {shards} rank(s) x 2 worker(s): each reader part stays "
+                      "within the same shard(s) every epoch, so it sees mostly the same samples "
+                      f"(shuffled); rebuild with a smaller shard.max_samples for at least {4 * shards} shards"]

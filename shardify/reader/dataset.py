@@ -189,6 +189,7 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         if self._epoch.loads != self._loads_seen:  # raised from next(): torch then hands it
             return _raise(ReaderError(_MISSED_STATE))  # to the main process, even on a resume
         rank, world = self.world()
+        _warn_few_shards(len(self.shards), world, parts, rank=rank, worker=worker, shuffle=self.shuffle)
         epoch = self.epoch  # read once: this iteration keeps it
         worker, start = self._take_base(worker, parts)
         order = shard_order(self.shards, seed=self.seed, epoch=epoch, shuffle=self.shuffle)
@@ -366,6 +367,23 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
 def _raise(error: Exception) -> Iterator[Any]:
     raise error
     yield  # a generator: the error comes from the first next()
+
+
+_warned_few: set[tuple[int, int, int]] = set()
+
+
+def _warn_few_shards(shards: int, world: int, parts: int, *, rank: int, worker: int, shuffle: bool) -> None:
+    """Once per process: fewer shards than reader parts (ranks x workers) keeps each part
+    inside the same one or two shards, so with shuffle a part sees much the same samples
+    every epoch (only their order changes)."""
+    key = (shards, world, parts)
+    if not shuffle or shards >= world * parts or rank or worker or key in _warned_few:
+        return
+    _warned_few.add(key)
+    log.warning("%d shard(s) for %d rank(s) x %d worker(s): each reader part stays within the same "
+                "shard(s) every epoch, so it sees mostly the same samples (shuffled); rebuild with "
+                "a smaller shard.max_samples for at least %d shards", shards, world, parts,
+                2 * world * parts)  # fmt: skip
 
 
 def _worker_info() -> tuple[int, int]:
