@@ -15,7 +15,7 @@ from typing import Any, Callable, Generator, Iterator, Literal, Optional, Union
 from shardify.errors import ManifestError, ReaderError
 from shardify.manifest import read_manifest
 from shardify.reader.decode import SampleDecodeError, decode_sample
-from shardify.reader.epoch import SharedEpoch, check_epoch
+from shardify.reader.epoch import SharedEpoch
 from shardify.reader.plan import (
     Segment,
     ShardEntry,
@@ -38,7 +38,7 @@ from shardify.reader.readahead import (
     default_prefetch,
     read_ahead,
 )
-from shardify.reader.resume import matched_epoch, resume_base
+from shardify.reader.resume import Resumable
 from shardify.reader.stream import RawSample, ReadStats, SampleFailure, read_shard
 from shardify.storage import Location
 
@@ -61,7 +61,7 @@ _PLAN_KEYS = ("seed", "shuffle", "shuffle_buffer", "drop_last", "world_size", "s
 """State fields that fix the order of an epoch: a state only fits a reader that agrees."""
 
 
-class ShardDataset(_Base):  # type: ignore[misc,valid-type]
+class ShardDataset(Resumable, _Base):  # type: ignore[misc,valid-type]
     """The samples of one split of a shardify output, streamed from its shards.
 
     Each sample is a dict: ``key``, ``messages`` (a ``video`` item expanded into one
@@ -154,27 +154,6 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
         if dist.is_available() and dist.is_initialized():
             return dist.get_rank(), dist.get_world_size()
         return 0, 1
-
-    @property
-    def epoch(self) -> int:
-        """The epoch whose order the next iteration uses: a loaded state's while it is
-        pending, else the one :meth:`set_epoch` set (shared with DataLoader workers)."""
-        return int(self._base["epoch"]) if self._base is not None else self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the order of ``epoch`` from the next iteration on (call it every epoch).
-
-        It reaches DataLoader workers, persistent ones included: the epoch is shared memory
-        that a worker reads when it starts its next pass (at ``iter(loader)``). An iteration
-        already running keeps its epoch. A loaded state that belongs to another epoch is
-        dropped, and so is the position of an iteration of another epoch.
-        """
-        epoch = check_epoch(epoch)
-        if self._base is not None and self._base["epoch"] != epoch:
-            self._base = None
-        if self._position is not None and self._position["epoch"] != epoch:
-            self._position = None
-        self._epoch.set(epoch)
 
     # -- iteration ---------------------------------------------------------------------
 
@@ -326,13 +305,7 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the saved epoch with exactly the samples not yet yielded."""
-        mine = self._state(self.epoch, None, {})
-        epoch = matched_epoch(state, STATE_FORMAT, mine, _PLAN_KEYS, "reader")
-        if self._epoch.is_owner():  # the training loop's process, not a DataLoader worker
-            self._epoch.set(epoch)
-            self._loads_seen = self._epoch.count_load()
-        self._base = resume_base(state, epoch)
-        self._position = None
+        self._load(state, STATE_FORMAT, _PLAN_KEYS)
 
     def _state(self, epoch: int, num_workers: Optional[int], consumed: dict[str, int], *,
                rotation: int = 0) -> dict[str, Any]:  # fmt: skip
@@ -345,23 +318,6 @@ class ShardDataset(_Base):  # type: ignore[misc,valid-type]
             "rotation": rotation, "stats": self.stats.to_json(),
         }  # fmt: skip
 
-    def _take_base(self, worker: int, parts: int) -> tuple[int, int]:
-        """Which part of the rank's span this worker reads and where it starts.
-
-        Without a loaded state: part ``worker`` from 0. With one (used once): its count, and
-        parts rotated so that a plain DataLoader, which always starts with worker 0,
-        continues its round-robin where the saved run stopped.
-        """
-        base, self._base = self._base, None
-        if base is None or not base["consumed"]:
-            return worker, 0
-        worker = (worker + int(base.get("rotation", 0))) % parts
-        if base["num_workers"] not in (None, parts):
-            raise ReaderError(f"the reader state was saved with {base['num_workers']} DataLoader "
-                              f"worker(s) but is resumed with {parts}; use the same num_workers")  # fmt: skip
-        if str(worker) not in base["consumed"]:
-            raise ReaderError(f"the reader state has no count for DataLoader worker {worker}")
-        return worker, int(base["consumed"][str(worker)])
 
 
 def _raise(error: Exception) -> Iterator[Any]:

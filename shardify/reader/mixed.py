@@ -29,9 +29,9 @@ from typing import Any, Iterator, Optional, Sequence
 
 from shardify.errors import ReaderError
 from shardify.reader.dataset import ShardDataset, _raise, _worker_info
-from shardify.reader.epoch import SharedEpoch, check_epoch
+from shardify.reader.epoch import SharedEpoch
 from shardify.reader.plan import loader_counts, make_rng, split_span
-from shardify.reader.resume import matched_epoch, resume_base
+from shardify.reader.resume import Resumable
 
 try:  # torch is optional, as for ShardDataset
     from torch.utils.data import IterableDataset as _Base
@@ -50,7 +50,7 @@ _SOURCE_PLAN = ("samples", "seed", "shuffle", "shuffle_buffer", "drop_last")
 """A source's settings that fix its order: a state only fits sources that agree."""
 
 
-class MixedDataset(_Base):  # type: ignore[misc,valid-type]
+class MixedDataset(Resumable, _Base):  # type: ignore[misc,valid-type]
     """Samples of several ShardDatasets mixed by ``weights``; each gains ``dataset``: its
     source's index in ``datasets``.
 
@@ -60,6 +60,8 @@ class MixedDataset(_Base):  # type: ignore[misc,valid-type]
     the world size and ``num_workers``; ``set_epoch`` and ``state_dict``/``load_state_dict``
     work as for ShardDataset (persistent workers, StatefulDataLoader, ``state_after``).
     """
+
+    _state_name = "MixedDataset"
 
     def __init__(self, datasets: Sequence[ShardDataset], weights: Sequence[float], *,
                  seed: int = 0, samples_per_epoch: Optional[int] = None) -> None:  # fmt: skip
@@ -97,21 +99,6 @@ class MixedDataset(_Base):  # type: ignore[misc,valid-type]
             raise ReaderError(f"the sources of a MixedDataset are on different ranks: {sorted(worlds)}; "
                               "give every ShardDataset the same rank= and world_size=")  # fmt: skip
         return worlds.pop()
-
-    @property
-    def epoch(self) -> int:
-        """The epoch the next iteration uses (a pending loaded state's, else set_epoch's)."""
-        return int(self._base["epoch"]) if self._base is not None else self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the mix of ``epoch`` from the next iteration on; reaches DataLoader workers,
-        persistent ones included. A loaded state of another epoch is dropped."""
-        epoch = check_epoch(epoch)
-        if self._base is not None and self._base["epoch"] != epoch:
-            self._base = None
-        if self._position is not None and self._position["epoch"] != epoch:
-            self._position = None
-        self._epoch.set(epoch)
 
     # -- iteration ---------------------------------------------------------------------
 
@@ -213,14 +200,7 @@ class MixedDataset(_Base):  # type: ignore[misc,valid-type]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the saved epoch with exactly the samples not yet yielded."""
-        mine = self._state(self.epoch, None, {})
-        epoch = matched_epoch(state, MIXED_STATE_FORMAT, mine,
-                              ("seed", "weights", "samples", "world_size", "sources"), "MixedDataset")  # fmt: skip
-        if self._epoch.is_owner():  # the training loop's process, not a DataLoader worker
-            self._epoch.set(epoch)
-            self._loads_seen = self._epoch.count_load()
-        self._base = resume_base(state, epoch)
-        self._position = None
+        self._load(state, MIXED_STATE_FORMAT, ("seed", "weights", "samples", "world_size", "sources"))
 
     def _state(self, epoch: int, num_workers: Optional[int], consumed: dict[str, int], *,
                rotation: int = 0) -> dict[str, Any]:  # fmt: skip
@@ -233,18 +213,6 @@ class MixedDataset(_Base):  # type: ignore[misc,valid-type]
             "stats": [ds.stats.to_json() for ds in self.datasets],
         }  # fmt: skip
 
-    def _take_base(self, worker: int, parts: int) -> tuple[int, int]:
-        """This worker's part and start count; a loaded state is used once (see ShardDataset)."""
-        base, self._base = self._base, None
-        if base is None or not base["consumed"]:
-            return worker, 0
-        worker = (worker + int(base.get("rotation", 0))) % parts
-        if base["num_workers"] not in (None, parts):
-            raise ReaderError(f"the MixedDataset state was saved with {base['num_workers']} DataLoader "
-                              f"worker(s) but is resumed with {parts}; use the same num_workers")  # fmt: skip
-        if str(worker) not in base["consumed"]:
-            raise ReaderError(f"the MixedDataset state has no count for DataLoader worker {worker}")
-        return worker, int(base["consumed"][str(worker)])
 
 
 def pass_epoch(seed: int, epoch: int, source: int, number: int) -> int:
