@@ -11,6 +11,7 @@ says what a rerun does when the input changed).
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -151,7 +152,7 @@ def _execute(job: _Job, *, inputs: dict[str, InputRecord], recorded: Optional[di
             with make_executor(job.config.executor) as executor:
                 described = executor.describe()
                 bar.set_phase("")
-                for result in executor.map_unordered(run, _chain(first, todo)):
+                for result in executor.map_unordered(run, itertools.chain([first], todo)):
                     results[result.shard.name] = result.without_details() if job.write else result
                     bar.update(result)
     finally:
@@ -159,20 +160,11 @@ def _execute(job: _Job, *, inputs: dict[str, InputRecord], recorded: Optional[di
     bar.finish()
     manifest = _finish(job, stream.plans, results, inputs)
     appended = sum(inputs[s].lines - recorded[s].lines for s in job.splits if s in recorded) if recorded else 0
-    rejects = () if job.write else tuple(r for t in _all(stream.plans) for r in results[t.name].rejects)
+    planned = itertools.chain.from_iterable(stream.plans.values())
+    rejects = () if job.write else tuple(r for t in planned for r in results[t.name].rejects)
     return BuildReport(manifest=manifest, elapsed_s=time.monotonic() - job.started,
                        executor=described, resumed_shards=bar.kept, appended_lines=appended,
                        rejects=rejects, written=output is not None)  # fmt: skip
-
-
-def _all(plans: dict[str, list[ShardTask]]) -> Iterator[ShardTask]:
-    for tasks in plans.values():
-        yield from tasks
-
-
-def _chain(first: ShardTask, rest: Iterator[ShardTask]) -> Iterator[ShardTask]:
-    yield first
-    yield from rest
 
 
 def _pending(job: _Job, stream: PlanStream, unchanged: dict[str, int], results: dict[str, ShardResult],
@@ -197,7 +189,7 @@ def _pending(job: _Job, stream: PlanStream, unchanged: dict[str, int], results: 
 
 def _counting(stream: PlanStream, bar: Progress) -> Iterator[ShardTask]:
     for task in stream:
-        bar.planned(task)
+        bar.planned()
         yield task
     bar.planning_done()
 

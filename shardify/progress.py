@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Optional
 
 from shardify.manifest import Manifest, ShardResult
-from shardify.planning import ShardTask
 
 
 @dataclass(slots=True)
@@ -40,7 +39,7 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     _last: float = 0.0
 
-    def planned(self, task: ShardTask) -> None:
+    def planned(self) -> None:
         self.total_shards += 1
 
     def set_phase(self, phase: str) -> None:
