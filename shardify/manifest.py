@@ -336,19 +336,6 @@ def write_build_state(output: Location, state: BuildState) -> None:
     output.write_bytes(BUILD_STATE_NAME, orjson.dumps(state.to_json()))
 
 
-def write_rejects(output: Location, rejects: Iterable[RejectRecord], name: str = REJECTS_NAME) -> None:
-    """Stream reject (or warning) records through a local temp file, then commit it whole."""
-    staging = output.staging_path(name)
-    try:
-        with open(staging, "wb") as handle:
-            for reject in rejects:
-                handle.write(orjson.dumps(reject.to_json()) + b"\n")
-        output.put_file(staging, name)
-    finally:
-        if os.path.exists(staging):
-            os.unlink(staging)
-
-
 def write_trails(output: Location, results: Iterable[ShardResult]) -> None:
     """rejects.jsonl and warnings.jsonl from the shards' results in input order, streamed
     through local temp files and each committed in one piece."""
