@@ -101,9 +101,11 @@ def block_in_this_thread() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
-def ignore_sigterm() -> None:
-    """From here on the process only exits: a late SIGTERM must not replace its exit code."""
+def ignore_late_signals() -> None:
+    """From here on the process only exits: a late SIGINT or SIGTERM must not replace its
+    exit code (an uncaught KeyboardInterrupt during shutdown would end it with -2)."""
     if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 

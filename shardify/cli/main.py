@@ -14,7 +14,12 @@ from typing import Optional, Sequence
 from shardify import __version__
 from shardify.cli import build_cmd, head_cmd, inspect_cmd, validate_cmd, verify_cmd
 from shardify.errors import ShardifyError
-from shardify.interrupts import INTERRUPTED_LINE, exit_code, ignore_sigterm, install_for_command
+from shardify.interrupts import (
+    INTERRUPTED_LINE,
+    exit_code,
+    ignore_late_signals,
+    install_for_command,
+)
 
 COMMANDS = (build_cmd, validate_cmd, inspect_cmd, head_cmd, verify_cmd)
 
@@ -39,19 +44,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
-    install_for_command()
     try:
+        install_for_command()  # inside the try: a signal right after it is still caught below
         code = int(args.run(args))
-        ignore_sigterm()  # the work is done and written: a late SIGTERM must not change the exit
+        ignore_late_signals()  # the work is done and written: a late signal must not change the exit
         return code
     except ShardifyError as exc:
+        ignore_late_signals()
         print(f"shardify: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM via shardify.interrupts
+        ignore_late_signals()  # Ray's exit hooks signal their processes: the exit code must stay ours
         print(INTERRUPTED_LINE, file=sys.stderr)
-        ignore_sigterm()  # Ray's exit hooks signal their processes: the exit code must stay ours
         return exit_code(exc)
-
 
 if __name__ == "__main__":
     sys.exit(main())
