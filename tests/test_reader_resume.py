@@ -151,6 +151,26 @@ def test_plain_loader_counts_match_torch(reader_build: ReaderBuild) -> None:
             assert rest == batches[steps:], (batch_size, steps)
 
 
+def test_a_loaded_state_saved_again_before_iterating_keeps_the_worker_turn(reader_build: ReaderBuild) -> None:
+    """A checkpoint taken right after a resume (before any batch) must resume the same way:
+    after an odd number of batches the next batch is the second worker's, and that turn is
+    part of the state."""
+    from torch.utils.data import DataLoader
+
+    def loader(ds: ShardDataset) -> DataLoader:
+        return DataLoader(ds, batch_size=3, num_workers=2, collate_fn=list)
+
+    ds = _dataset(str(reader_build.out))
+    batches = list(loader(ds))
+    state = ds.state_after(1, loader(ds))
+    assert state["rotation"] == 1
+    restored = _dataset(str(reader_build.out))
+    restored.load_state_dict(state)
+    relayed = _dataset(str(reader_build.out))
+    relayed.load_state_dict(json.loads(json.dumps(restored.state_dict())))
+    assert list(loader(relayed)) == batches[1:]
+
+
 @pytest.mark.slow
 def test_tiny_training_loop_with_two_workers(reader_build: ReaderBuild) -> None:
     """A toy model trained for two epochs from DataLoader(num_workers=2) over the shards."""

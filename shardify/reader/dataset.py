@@ -281,7 +281,8 @@ class ShardDataset(Resumable, _Base):  # type: ignore[misc,valid-type]
             return self._state(p["epoch"], p["num_workers"], {str(p["worker"]): p["count"]})
         if self._base is not None:
             base = self._base
-            return self._state(base["epoch"], base["num_workers"], dict(base["consumed"]))
+            return self._state(base["epoch"], base["num_workers"], dict(base["consumed"]),
+                               rotation=int(base.get("rotation", 0)))  # fmt: skip
         return self._state(self.epoch, None, {})
 
     def state_after(self, steps: int, loader: Any) -> dict[str, Any]:
