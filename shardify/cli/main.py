@@ -58,5 +58,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(INTERRUPTED_LINE, file=sys.stderr)
         return exit_code(exc)
 
+
 if __name__ == "__main__":
     sys.exit(main())

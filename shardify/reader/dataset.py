@@ -269,22 +269,6 @@ class ShardDataset(Resumable, _Base):  # type: ignore[misc,valid-type]
 
     # -- state -------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
-        """Where this reader is in its epoch (JSON-serialisable).
-
-        In the process that iterates (the main process with ``num_workers=0``, or a worker
-        under torchdata's ``StatefulDataLoader``) it is exact. For a plain DataLoader with
-        workers use :meth:`state_after`.
-        """
-        if self._position is not None:
-            p = self._position
-            return self._state(p["epoch"], p["num_workers"], {str(p["worker"]): p["count"]})
-        if self._base is not None:
-            base = self._base
-            return self._state(base["epoch"], base["num_workers"], dict(base["consumed"]),
-                               rotation=int(base.get("rotation", 0)))  # fmt: skip
-        return self._state(self.epoch, None, {})
-
     def state_after(self, steps: int, loader: Any) -> dict[str, Any]:
         """The state after a training loop took ``steps`` batches from ``loader`` this epoch.
 
@@ -318,7 +302,6 @@ class ShardDataset(Resumable, _Base):  # type: ignore[misc,valid-type]
             "samples": self.samples, "num_workers": num_workers, "consumed": consumed,
             "rotation": rotation, "stats": self.stats.to_json(),
         }  # fmt: skip
-
 
 
 def _raise(error: Exception) -> Iterator[Any]:

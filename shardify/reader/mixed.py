@@ -171,19 +171,6 @@ class MixedDataset(Resumable, _Base):  # type: ignore[misc,valid-type]
 
     # -- state -------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
-        """Where this reader is in its epoch (JSON-serialisable); exact in the iterating process
-        (``num_workers=0``, or a worker under StatefulDataLoader). Plain DataLoader with
-        workers: :meth:`state_after`."""
-        if self._position is not None:
-            p = self._position
-            return self._state(p["epoch"], p["num_workers"], {str(p["worker"]): p["count"]})
-        if self._base is not None:
-            base = self._base
-            return self._state(base["epoch"], base["num_workers"], dict(base["consumed"]),
-                               rotation=int(base.get("rotation", 0)))  # fmt: skip
-        return self._state(self.epoch, None, {})
-
     def state_after(self, steps: int, loader: Any) -> dict[str, Any]:
         """The state after ``steps`` batches of a plain torch DataLoader (in_order=True)."""
         if not getattr(loader, "in_order", True):
@@ -212,7 +199,6 @@ class MixedDataset(Resumable, _Base):  # type: ignore[misc,valid-type]
             "num_workers": num_workers, "consumed": consumed, "rotation": rotation,
             "stats": [ds.stats.to_json() for ds in self.datasets],
         }  # fmt: skip
-
 
 
 def pass_epoch(seed: int, epoch: int, source: int, number: int) -> int:

@@ -30,7 +30,7 @@ def resume_base(state: dict[str, Any], epoch: int) -> dict[str, Any]:
 
 class Resumable:
     """The epoch and loaded-state bookkeeping of a reader (mixed into ShardDataset and
-    MixedDataset). The reader sets ``_epoch``, ``_base``, ``_position`` and ``_loads_seen``
+    MixedDataset), ``state_dict`` included. The reader sets ``_epoch``, ``_base``, ``_position``, ``_loads_seen``
     and defines ``_state``; ``_state_name`` names its states in messages."""
 
     _state_name = "reader"
@@ -63,6 +63,23 @@ class Resumable:
         if self._position is not None and self._position["epoch"] != epoch:
             self._position = None
         self._epoch.set(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this reader is in its epoch (JSON-serialisable).
+
+        In the process that iterates (the main process with ``num_workers=0``, or a worker
+        under torchdata's ``StatefulDataLoader``) it is exact. For a plain DataLoader with
+        workers use ``state_after``. A loaded state not yet iterated is given back as loaded
+        (its worker rotation included).
+        """
+        if self._position is not None:
+            p = self._position
+            return self._state(p["epoch"], p["num_workers"], {str(p["worker"]): p["count"]})
+        if self._base is not None:
+            base = self._base
+            return self._state(base["epoch"], base["num_workers"], dict(base["consumed"]),
+                               rotation=int(base.get("rotation", 0)))  # fmt: skip
+        return self._state(self.epoch, None, {})
 
     def _load(self, state: dict[str, Any], fmt: str, keys: Iterable[str]) -> None:
         """``load_state_dict``: check ``state`` and make it the pending position."""
